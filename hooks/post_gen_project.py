@@ -1,0 +1,45 @@
+"""Keep the files the answers chose, as named in cookiecutter.json's _manifest, and say what to do next."""
+
+import json
+import shutil
+from pathlib import Path
+
+ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
+
+
+def apply_manifest(root: Path, manifest: dict[str, dict[str, list[str]]], answers: dict[str, str]) -> None:
+    """Delete every file that belongs to an unchosen value; drop the `.value` infix from the chosen ones."""
+    for option, values in manifest.items():
+        for value, paths in values.items():
+            for template in paths:
+                path = root / template.format(package=answers["package_name"])
+                if answers[option] != value:
+                    remove(path)
+                elif f".{value}." in path.name:
+                    path.rename(path.with_name(path.name.replace(f".{value}.", ".")))
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def next_steps(answers: dict[str, str]) -> str:
+    return f"""
+Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_framework"]}, \
+{answers["broker"]}, {answers["database"]}). Next:
+
+    cd {answers["project_slug"]}
+    uv sync && uv run alembic upgrade head     # set up
+    uv run pytest                              # test
+    uv run honcho start                        # run web, worker and scheduler
+
+README.md explains each job, how to try it by hand, and how it behaves when things fail.
+"""
+
+
+if __name__ == "__main__":
+    apply_manifest(Path.cwd(), ANSWERS["_manifest"], ANSWERS)
+    print(next_steps(ANSWERS))

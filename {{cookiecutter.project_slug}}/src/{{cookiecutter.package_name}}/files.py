@@ -1,0 +1,144 @@
+"""Store uploaded files under generated names, and analyse them."""
+
+import csv
+import hashlib
+import io
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+
+from .settings import get_settings
+
+CHUNK_BYTES = 1024 * 1024
+THUMBNAIL_SIZE = (256, 256)
+_KEY = re.compile(r"[0-9a-f]{32}")
+_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+
+Progress = Callable[[float], None]
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the file is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class UnreadableFile(Exception):
+    """The file claims a format it does not have."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str  # the generated name under UPLOAD_DIR
+    filename: str  # the client's name for it: data, never a path
+    content_type: str
+    size: int
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def upload_dir() -> Path:
+    directory = get_settings().upload_dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def original_path(key: str) -> Path:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"not a file key: {key!r}")
+    return upload_dir() / key
+
+
+def thumbnail_path(key: str) -> Path:
+    return original_path(key).with_name(f"{key}.thumbnail.png")
+
+
+def store(stream: BinaryIO, filename: str, content_type: str, max_bytes: int) -> StoredFile:
+    """Copy `stream` to a new file chunk by chunk; nothing is left behind if it is too large."""
+    key = uuid.uuid4().hex
+    target = original_path(key)
+    partial = target.with_name(f"{key}.part")
+    size = 0
+    try:
+        with partial.open("xb") as out:
+            while chunk := stream.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge(max_bytes)
+                out.write(chunk)
+        partial.rename(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return StoredFile(key, filename[:255], content_type, size)
+
+
+def delete(key: str) -> None:
+    """Remove a stored file and everything derived from it."""
+    for path in (original_path(key), thumbnail_path(key)):
+        path.unlink(missing_ok=True)
+
+
+def analyse(stored: StoredFile, progress: Progress) -> dict[str, Any]:
+    """Checksum every file; count a CSV's rows and columns; measure and thumbnail an image."""
+    path = original_path(stored.key)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        done = 0
+        while chunk := source.read(CHUNK_BYTES):
+            digest.update(chunk)
+            done += len(chunk)
+            progress(0.5 * done / size)
+    result: dict[str, Any] = {"sha256": digest.hexdigest(), "size": size}
+    if image := _image_summary(stored.key):
+        result["image"] = image
+    elif _looks_like_csv(stored):
+        result["csv"] = _csv_summary(path, size, progress)
+    progress(1.0)
+    return result
+
+
+def _looks_like_csv(stored: StoredFile) -> bool:
+    return stored.filename.lower().endswith(".csv") or stored.content_type.startswith("text/csv")
+
+
+def _csv_summary(path: Path, size: int, progress: Progress) -> dict[str, Any]:
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text)
+        try:
+            columns = next(reader, [])
+            rows = 0
+            for rows, _ in enumerate(reader, start=1):
+                if rows % 50_000 == 0:
+                    progress(0.5 + 0.5 * raw.tell() / max(size, 1))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UnreadableFile(f"not a readable UTF-8 CSV file: {exc}") from exc
+    return {"rows": rows, "columns": columns}
+
+
+def _image_summary(key: str) -> dict[str, Any] | None:
+    try:
+        image = Image.open(original_path(key))
+    except UnidentifiedImageError:
+        return None
+    target = thumbnail_path(key)
+    partial = target.with_name(f"{key}.thumbnail.part")
+    with image:
+        summary = {"format": image.format, "width": image.width, "height": image.height}
+        try:
+            image.draft("RGB", THUMBNAIL_SIZE)  # lets JPEG decode at a fraction of its size
+            image.thumbnail(THUMBNAIL_SIZE)
+            thumbnail = image if image.mode in _PNG_MODES else image.convert("RGBA")
+            thumbnail.save(partial, format="PNG")
+        except (OSError, Image.DecompressionBombError) as exc:
+            partial.unlink(missing_ok=True)
+            raise UnreadableFile(f"cannot decode the image: {exc}") from exc
+    partial.rename(target)
+    summary["thumbnail"] = target.name
+    return summary

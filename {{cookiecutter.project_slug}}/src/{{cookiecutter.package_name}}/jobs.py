@@ -1,0 +1,99 @@
+"""Run a recorded job once: the same for every queue, free of queue details.
+
+The queue layer delivers a job id at least once; `run` makes each delivery safe. It claims the
+record (so one worker runs a job at a time), does the work, records the outcome, and asks the
+queue to try again later, with exponential backoff and jitter, when a failure may pass.
+"""
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from . import files, mail, records
+from .records import Claim, Job, JobKind
+from .settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (mail.TransientMailError, OperationalError)
+
+
+class RetryLater(Exception):
+    """Deliver this job again after `delay` seconds."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(f"retry in {delay:.1f}s: {reason}")
+        self.delay = delay
+
+
+class BrokerUnavailable(Exception):
+    """The job could not be handed to the broker."""
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (1, 2, ...): half fixed, half random."""
+    settings = get_settings()
+    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def run(job_id: str) -> None:
+    settings = get_settings()
+    outcome = records.claim(job_id, settings.job_lease, settings.job_max_attempts)
+    if outcome is Claim.BUSY:
+        raise RetryLater(settings.job_lease.total_seconds(), "another worker is running it")
+    if outcome is not Claim.CLAIMED:
+        logger.info("job %s: nothing to do (%s)", job_id, outcome)
+        return
+    job = records.get_job(job_id)
+    assert job is not None
+    try:
+        result = WORK[JobKind(job.kind)](job, _reporter(job_id))
+    except TRANSIENT_ERRORS as exc:
+        if job.attempts >= settings.job_max_attempts:
+            records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
+            logger.error("job %s failed for good: %s", job_id, exc)
+            return
+        records.retrying(job_id, str(exc))
+        raise RetryLater(backoff(job.attempts), str(exc)) from exc
+    except Exception as exc:
+        records.fail(job_id, f"{type(exc).__name__}: {exc}")
+        logger.exception("job %s failed", job_id)
+        return
+    records.succeed(job_id, result)
+
+
+def _send_welcome_email(job: Job, progress: files.Progress) -> dict[str, Any]:
+    signup = records.get_signup(job.signup_id) if job.signup_id is not None else None
+    if signup is None:
+        raise LookupError("the signup for this email no longer exists")
+    message_id = mail.send_welcome(signup.name, signup.email, message_key=job.id)
+    return {"to": signup.email, "message_id": message_id}
+
+
+def _process_file(job: Job, progress: files.Progress) -> dict[str, Any]:
+    return files.analyse(files.StoredFile(**job.payload), progress)
+
+
+WORK: dict[JobKind, Callable[[Job, files.Progress], dict[str, Any]]] = {
+    JobKind.WELCOME_EMAIL: _send_welcome_email,
+    JobKind.PROCESS_FILE: _process_file,
+}
+
+
+def _reporter(job_id: str) -> files.Progress:
+    """Record progress, which also tells other workers this one is alive, at most once a second."""
+    last = 0.0
+
+    def report(fraction: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 1.0:
+            last = now
+            records.heartbeat(job_id, round(fraction, 3))
+
+    return report

@@ -1,0 +1,22 @@
+"""Alembic's entry point: migrate the database named by DATABASE_URL."""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from {{ cookiecutter.package_name }} import records  # noqa: F401 - registers the tables
+from {{ cookiecutter.package_name }}.database import Base, engine
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name)
+
+with engine().connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

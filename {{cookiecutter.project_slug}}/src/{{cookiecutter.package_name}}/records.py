@@ -1,0 +1,201 @@
+"""Signups and job records: what was asked for, and how each background job is doing."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, delete, or_, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .database import Base, UTCDateTime, session, utcnow
+
+
+class JobKind(StrEnum):
+    WELCOME_EMAIL = "welcome_email"
+    PROCESS_FILE = "process_file"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class Claim(StrEnum):
+    """What a worker learns when it asks to run a job."""
+
+    CLAIMED = "claimed"  # run it now
+    BUSY = "busy"  # another worker is running it: check back later
+    DONE = "done"  # finished already (a redelivered message): nothing to do
+    MISSING = "missing"  # no such record (cleaned up, or never written)
+
+
+class Signup(Base):
+    __tablename__ = "signups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_finished_at", "status", "finished_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    signup_id: Mapped[int | None] = mapped_column(ForeignKey("signups.id", ondelete="CASCADE"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "attempts": self.attempts,
+            "progress": self.progress,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def create_signup_job(email: str, name: str) -> Job:
+    """Record a signup and its queued welcome email in one transaction."""
+    with session() as db:
+        signup = Signup(email=email, name=name)
+        db.add(signup)
+        db.flush()
+        job = Job(id=_new_id(), kind=JobKind.WELCOME_EMAIL, signup_id=signup.id, payload={})
+        db.add(job)
+    return job
+
+
+def create_job(kind: JobKind, payload: dict[str, Any]) -> Job:
+    with session() as db:
+        job = Job(id=_new_id(), kind=kind, payload=payload)
+        db.add(job)
+    return job
+
+
+def get_job(job_id: str) -> Job | None:
+    with session() as db:
+        return db.get(Job, job_id)
+
+
+def get_signup(signup_id: int) -> Signup | None:
+    with session() as db:
+        return db.get(Signup, signup_id)
+
+
+def discard(job_id: str) -> None:
+    """Delete a job that never reached the queue, and the signup it was made for."""
+    with session() as db:
+        job = db.get(Job, job_id)
+        if job is not None:
+            db.delete(job)
+            if job.signup_id is not None:
+                db.execute(delete(Signup).where(Signup.id == job.signup_id))
+
+
+def claim(job_id: str, lease: timedelta, max_attempts: int) -> Claim:
+    """Atomically mark a job running for this worker, unless someone else runs or ran it.
+
+    A job marked running whose worker stopped reporting for `lease` is taken over: that worker
+    died. One that has used up `max_attempts` that way is failed instead of run again.
+    """
+    now = utcnow()
+    claimable = or_(
+        Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+        (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < now - lease),
+    )
+    with session() as db:
+        claimed = db.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
+            .values(
+                status=JobStatus.RUNNING,
+                attempts=Job.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+                error=None,
+            )
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return Claim.CLAIMED
+        job = db.get(Job, job_id)
+        if job is None:
+            return Claim.MISSING
+        if job.status in FINISHED:
+            return Claim.DONE
+        if job.attempts < max_attempts:
+            return Claim.BUSY
+        gave_up = db.execute(
+            update(Job)
+            .where(Job.id == job_id, claimable)
+            .values(
+                status=JobStatus.FAILED,
+                error=f"worker lost during each of {job.attempts} attempts",
+                finished_at=now,
+            )
+        )
+        return Claim.DONE if gave_up.rowcount else Claim.BUSY  # type: ignore[attr-defined]
+
+
+def heartbeat(job_id: str, progress: float) -> None:
+    _set(job_id, progress=progress, heartbeat_at=utcnow())
+
+
+def succeed(job_id: str, result: dict[str, Any]) -> None:
+    _set(job_id, status=JobStatus.SUCCEEDED, result=result, progress=1.0, finished_at=utcnow())
+
+
+def retrying(job_id: str, error: str) -> None:
+    _set(job_id, status=JobStatus.RETRYING, error=error)
+
+
+def fail(job_id: str, error: str) -> None:
+    _set(job_id, status=JobStatus.FAILED, error=error, finished_at=utcnow())
+
+
+def finished_before(cutoff: datetime, limit: int) -> Sequence[Job]:
+    """The oldest finished jobs that ended before `cutoff`, at most `limit` of them."""
+    with session() as db:
+        return db.scalars(
+            select(Job)
+            .where(Job.status.in_(FINISHED), Job.finished_at < cutoff)
+            .order_by(Job.finished_at)
+            .limit(limit)
+        ).all()
+
+
+def delete_jobs(job_ids: Sequence[str]) -> int:
+    with session() as db:
+        return db.execute(delete(Job).where(Job.id.in_(job_ids))).rowcount  # type: ignore[attr-defined, no-any-return]
+
+
+def _set(job_id: str, **values: Any) -> None:
+    with session() as db:
+        db.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,163 @@
+"""The HTTP API: sign up, upload a file, follow a job, check health.
+
+Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`.
+"""
+
+{% if cookiecutter.task_queue == "arq" -%}
+import asyncio
+{% endif -%}
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, EmailStr, Field
+from sqlalchemy.exc import OperationalError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import database, files, jobs, records, worker
+from .records import Job, JobKind
+from .settings import get_settings
+
+# Room for the multipart envelope around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class SignupIn(BaseModel):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+{%- if cookiecutter.task_queue == "arq" %}
+        app.state.redis = worker.connect()  # one pool per process, for its whole life
+        yield
+        await app.state.redis.aclose()
+{%- else %}
+        yield
+{%- endif %}
+
+    app = FastAPI(title="{{ cookiecutter.project_name }}", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(problem["type"] == "json_invalid" for problem in exc.errors()):
+            return error(400, "the body is not valid JSON")
+        detail = [{"field": _field(e["loc"][1:]), "problem": e["msg"]} for e in exc.errors()]
+        return error(422, "invalid request", detail=detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        return error(503, "the database is unavailable; try again later")
+
+    async def dispatch(job: Job, undo: Callable[[], None]) -> JSONResponse:
+        """Hand a recorded job to the queue; if the broker is down, take the record back."""
+        try:
+{%- if cookiecutter.task_queue == "arq" %}
+            await worker.enqueue(app.state.redis, job)
+{%- else %}
+            await run_in_threadpool(worker.enqueue, job)
+{%- endif %}
+        except jobs.BrokerUnavailable:
+            await run_in_threadpool(undo)
+            return error(503, "the job queue is unavailable; nothing was stored, try again later")
+        body = {"job_id": job.id, "kind": job.kind, "status": job.status, "url": f"/jobs/{job.id}"}
+        return JSONResponse(body, status_code=202)
+
+    @app.post("/signups", status_code=202)
+    async def create_signup(signup: SignupIn) -> JSONResponse:
+        job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
+        return await dispatch(job, lambda: records.discard(job.id))
+
+    @app.post("/files", status_code=202)
+    async def upload_file(request: Request) -> JSONResponse:
+        limit = settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+            return error(413, f"the file is larger than the limit of {limit} bytes")
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                return error(422, "send the file as the multipart form field 'file'")
+            try:
+                stored = await run_in_threadpool(
+                    files.store,
+                    upload.file,
+                    upload.filename or "",
+                    upload.content_type or "application/octet-stream",
+                    limit,
+                )
+            except files.UploadTooLarge as exc:
+                return error(413, str(exc))
+        try:
+            payload = stored.to_payload()
+            job = await run_in_threadpool(records.create_job, JobKind.PROCESS_FILE, payload)
+        except BaseException:
+            files.delete(stored.key)
+            raise
+
+        def undo() -> None:
+            records.discard(job.id)
+            files.delete(stored.key)
+
+        return await dispatch(job, undo)
+
+    @app.get("/jobs/{job_id}")
+    async def get_job(job_id: str) -> JSONResponse:
+        job = await run_in_threadpool(records.get_job, job_id) if _is_uuid(job_id) else None
+        if job is None:
+            return error(404, f"no job with id {job_id!r}")
+        return JSONResponse(job.to_dict())
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        checks = {
+            "database": await _check(lambda: run_in_threadpool(database.ping)),
+{%- if cookiecutter.task_queue == "arq" %}
+            "broker": await _check(lambda: asyncio.wait_for(worker.ping(app.state.redis), 5)),
+{%- else %}
+            "broker": await _check(lambda: run_in_threadpool(worker.ping)),
+{%- endif %}
+        }
+        healthy = all(result == "ok" for result in checks.values())
+        body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    return app
+
+
+async def _check(probe: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await probe()
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def _field(location: Sequence[int | str]) -> str:
+    return ".".join(map(str, location)) or "body"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,134 @@
+"""What happens when a worker dies, the broker is down, or the database moves on."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import workers
+from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, free_port, stored_files
+
+
+@pytest.fixture
+def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
+    """Leave the queue to worker processes for the length of a test."""
+    worker.stop()
+    try:
+        yield
+    finally:
+        worker.start()
+
+
+@pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
+def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
+    api: Api, mailbox: Mailbox, without_thread_worker: None
+) -> None:
+    mailbox.stall.set()
+    address = f"killed-{uuid.uuid4().hex[:8]}@example.com"
+    first = workers.start_process()
+    try:
+        _, body = api.post_json("/signups", {"email": address, "name": "Barbara"})
+        assert mailbox.stalled.wait(60), "the worker never reached the SMTP server"
+    finally:
+        workers.kill(first)
+    mailbox.stall.clear()
+    mailbox.release.set()
+    assert api.get(f"/jobs/{body['job_id']}")[1]["status"] == "running"
+
+    started = time.monotonic()
+    second = workers.start_process()
+    try:
+        job = api.wait_for_job(body["job_id"], timeout=60)
+    finally:
+        workers.stop(second)
+
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert len(mailbox.to(address)) == 1
+    print(f"picked up again {time.monotonic() - started:.1f}s after the replacement started")
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def post_json(url: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def procfile_command(process: str) -> str:
+    for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name == process:
+            return command.strip()
+    raise LookupError(process)
+
+
+@pytest.fixture
+def web_without_broker(migrated_database: None) -> Iterator[str]:
+    """The Procfile's web process, started while the broker cannot be reached."""
+    port = free_port()
+    env = os.environ | {"PORT": str(port), "BROKER_URL": workers.UNREACHABLE_BROKER_URL}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=env, cwd=PROJECT_ROOT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get_json(f"{base}/jobs/{uuid.uuid4()}")
+                break
+            except OSError:
+                assert process.poll() is None, "the web process exited"
+                assert time.monotonic() < deadline, "the web process did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broker: str) -> None:
+    status, body = get_json(f"{web_without_broker}/health")
+    assert status == 503
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("unavailable")
+
+    rows, files = count_rows(), stored_files()
+    started = time.monotonic()
+    signup = {"email": "a@example.com", "name": "A"}
+    status, body = post_json(f"{web_without_broker}/signups", signup)
+    assert status == 503
+    assert "queue" in body["error"]
+    assert time.monotonic() - started < 10
+    assert count_rows() == rows
+    assert stored_files() == files
+
+
+def test_health_is_ok_when_broker_and_database_answer(api: Api) -> None:
+    status, body = api.get("/health")
+    assert status == 200, body
+    assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}

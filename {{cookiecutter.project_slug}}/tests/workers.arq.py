@@ -1,0 +1,119 @@
+"""ARQ workers for the tests: in a thread of this process, or real worker processes."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fakeredis import TcpFakeServer
+
+
+def _fake_redis_url() -> str:
+    """An in-memory Redis that speaks the real protocol, so worker processes can reach it too."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"redis://127.0.0.1:{port}/0"
+
+
+os.environ["BROKER_URL"] = os.environ.get("TEST_BROKER_URL") or _fake_redis_url()
+CROSS_PROCESS = True
+UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/0"
+
+from arq.cron import next_cron  # noqa: E402
+from arq.worker import Worker, create_worker  # noqa: E402
+
+from {{ cookiecutter.package_name }} import worker as queue  # noqa: E402
+
+SETTINGS = (queue.WorkerSettings, queue.FileWorkerSettings)
+T = TypeVar("T")
+
+
+class ThreadWorker:
+    """Real ARQ workers, one per queue, running on an event loop in a thread of the test process."""
+
+    def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._workers = self._call(self._create())
+        loop = self._loop
+        self._mains = [asyncio.run_coroutine_threadsafe(w.main(), loop) for w in self._workers]
+
+    def stop(self) -> None:
+        for main in self._mains:
+            main.cancel()
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _create(self) -> list[Worker]:
+        return [create_worker(s, handle_signals=False, poll_delay=0.05) for s in SETTINGS]
+
+    async def _close(self) -> None:
+        for worker in self._workers:
+            await worker.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+
+async def _purge() -> None:
+    redis = queue.connect()
+    try:
+        keys = [key async for key in redis.scan_iter("arq:*")]
+        await redis.delete(queue.QUEUE, queue.FILE_QUEUE, *keys)
+    finally:
+        await redis.aclose()
+
+
+def purge() -> None:
+    asyncio.run(_purge())
+
+
+def start_process() -> subprocess.Popen[bytes]:
+    """A worker process for short jobs, started as the Procfile starts it."""
+    arq = Path(sys.executable).with_name("arq")
+    return subprocess.Popen([str(arq), f"{queue.__name__}.WorkerSettings"], start_new_session=True)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker, as a crashed machine would."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+async def _enqueue_cleanup() -> None:
+    redis = queue.connect()
+    try:
+        await redis.enqueue_job(queue.cleanup_expired.__name__, _queue_name=queue.QUEUE)
+    finally:
+        await redis.aclose()
+
+
+def trigger_cleanup() -> None:
+    asyncio.run(_enqueue_cleanup())
+
+
+def cleanup_every_seconds() -> float:
+    """The time between two runs of the cleanup that the cron schedule gives."""
+    (job,) = queue.WorkerSettings.cron_jobs
+    names = ("month", "day", "weekday", "hour", "minute", "second")
+    fields = {name: getattr(job, name) for name in names}
+    first = next_cron(datetime(2026, 1, 1, tzinfo=UTC), **fields, microsecond=0)
+    return (next_cron(first, **fields, microsecond=0) - first).total_seconds()

@@ -1,0 +1,76 @@
+"""Celery workers for the tests: one in a thread of this process, or real worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL")
+os.environ["BROKER_URL"] = TEST_BROKER_URL or "memory://"
+# A worker process shares no memory with the tests: it needs a real broker.
+CROSS_PROCESS = TEST_BROKER_URL is not None
+{%- if cookiecutter.broker == "redis" %}
+UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/0"
+{%- elif cookiecutter.broker == "rabbitmq" %}
+UNREACHABLE_BROKER_URL = "amqp://guest:guest@127.0.0.1:9//"
+{%- else %}
+UNREACHABLE_BROKER_URL = "sqs://test:test@127.0.0.1:9"
+{%- endif %}
+
+from celery.contrib.testing.worker import start_worker  # noqa: E402
+
+from {{ cookiecutter.package_name }} import worker as queue  # noqa: E402
+
+
+class ThreadWorker:
+    """A real Celery worker consuming in a thread of the test process."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+
+    def start(self) -> None:
+        self._stack.enter_context(
+            start_worker(
+                queue.app,
+                pool="threads",
+                concurrency=4,
+                perform_ping_check=False,
+                shutdown_timeout=30,
+                loglevel="INFO",
+            )
+        )
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+def purge() -> None:
+    queue.app.control.purge()
+
+
+def start_process() -> subprocess.Popen[bytes]:
+    """A worker process, started as the Procfile starts it."""
+    celery = Path(sys.executable).with_name("celery")
+    command = [str(celery), "-A", queue.__name__, "worker", "--concurrency", "1"]
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker and its pool processes, as a crashed machine would."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def trigger_cleanup() -> None:
+    queue.run_cleanup.delay()
+
+
+def cleanup_every_seconds() -> float:
+    return float(queue.app.conf.beat_schedule["cleanup"]["schedule"].total_seconds())
