@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +26,15 @@ def _fake_redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-os.environ["BROKER_URL"] = os.environ.get("TEST_BROKER_URL") or _fake_redis_url()
-CROSS_PROCESS = True
+TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL")
+os.environ["BROKER_URL"] = TEST_BROKER_URL or _fake_redis_url()
+# fakeredis lacks INFO, which the `arq` command needs at start: worker processes need real Redis.
+CROSS_PROCESS = TEST_BROKER_URL is not None
 UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/0"
 
+import arq.worker  # noqa: E402
 from arq.cron import next_cron  # noqa: E402
-from arq.worker import Worker, create_worker  # noqa: E402
+from arq.worker import Worker  # noqa: E402
 
 from {{ cookiecutter.package_name }} import worker as queue  # noqa: E402
 
@@ -42,12 +46,18 @@ class ThreadWorker:
     """Real ARQ workers, one per queue, running on an event loop in a thread of the test process."""
 
     def start(self) -> None:
+        if not CROSS_PROCESS:
+            arq.worker.log_redis_info = _no_redis_info  # type: ignore[attr-defined]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._workers = self._call(self._create())
         loop = self._loop
         self._mains = [asyncio.run_coroutine_threadsafe(w.main(), loop) for w in self._workers]
+        time.sleep(0.2)
+        for main in self._mains:
+            if main.done():
+                main.result()  # raises what stopped the worker
 
     def stop(self) -> None:
         for main in self._mains:
@@ -58,7 +68,7 @@ class ThreadWorker:
         self._loop.close()
 
     async def _create(self) -> list[Worker]:
-        return [create_worker(s, handle_signals=False, poll_delay=0.05) for s in SETTINGS]
+        return [Worker(**_options(s), handle_signals=False, poll_delay=0.05) for s in SETTINGS]
 
     async def _close(self) -> None:
         for worker in self._workers:
@@ -66,6 +76,14 @@ class ThreadWorker:
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+
+def _options(settings: type) -> dict[str, Any]:
+    return {name: value for name, value in vars(settings).items() if not name.startswith("_")}
+
+
+async def _no_redis_info(redis: Any, log_func: Any) -> None:
+    """ARQ logs the server's INFO at start; fakeredis does not implement that command."""
 
 
 async def _purge() -> None:
@@ -101,7 +119,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 async def _enqueue_cleanup() -> None:
     redis = queue.connect()
     try:
-        await redis.enqueue_job(queue.cleanup_expired.__name__, _queue_name=queue.QUEUE)
+        (cleanup,) = queue.WorkerSettings.cron_jobs
+        await redis.enqueue_job(cleanup.name, _queue_name=queue.QUEUE)
     finally:
         await redis.aclose()
 

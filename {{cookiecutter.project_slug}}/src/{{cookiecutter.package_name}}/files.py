@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -59,7 +59,7 @@ def thumbnail_path(key: str) -> Path:
     return original_path(key).with_name(f"{key}.thumbnail.png")
 
 
-def store(stream: BinaryIO, filename: str, content_type: str, max_bytes: int) -> StoredFile:
+def store(stream: IO[bytes], filename: str, content_type: str, max_bytes: int) -> StoredFile:
     """Copy `stream` to a new file chunk by chunk; nothing is left behind if it is too large."""
     key = uuid.uuid4().hex
     target = original_path(key)

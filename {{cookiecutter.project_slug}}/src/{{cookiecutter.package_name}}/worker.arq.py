@@ -18,9 +18,9 @@ from arq import Retry, cron
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
-from redis.retry import Retry as RedisRetry
 
 from . import cleanup, jobs
 from .records import Job, JobKind
@@ -35,7 +35,7 @@ MAX_TRIES = 100
 
 
 def serialize(value: Any) -> bytes:
-    return json.dumps(value).encode()
+    return json.dumps(value, default=repr).encode()  # repr: ARQ also stores exceptions
 
 
 def deserialize(data: bytes) -> Any:
