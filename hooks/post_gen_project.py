@@ -1,4 +1,4 @@
-"""Keep the files the answers chose, as named in cookiecutter.json's _manifest, and say what to do next."""
+"""Keep the files the answers chose, as cookiecutter.json's _manifest says; print the next steps."""
 
 import json
 import shutil
@@ -7,8 +7,10 @@ from pathlib import Path
 ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 
 
-def apply_manifest(root: Path, manifest: dict[str, dict[str, list[str]]], answers: dict[str, str]) -> None:
-    """Delete every file that belongs to an unchosen value; drop the `.value` infix from the chosen ones."""
+def apply_manifest(
+    root: Path, manifest: dict[str, dict[str, list[str]]], answers: dict[str, str]
+) -> None:
+    """Delete the files of unchosen values; drop the `.value` infix from the chosen ones' names."""
     for option, values in manifest.items():
         for value, paths in values.items():
             for template in paths:

@@ -1,0 +1,85 @@
+"""Real services for the generated projects' test suites: Redis, RabbitMQ, PostgreSQL, SQS."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, f"nothing answers on port {port}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def sqs_url() -> Iterator[str]:
+    """A local SQS endpoint: moto's server, started for this session."""
+    server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    assert server, "moto_server is missing: install the template's dev dependencies"
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"sqs://test:test@127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def broker_url(broker: str, index: int, sqs: str) -> str:
+    """A broker for one bake's tests; Redis gets a database of its own."""
+    return {"redis": f"{REDIS_URL}/{index % 16}", "rabbitmq": RABBITMQ_URL, "sqs": sqs}[broker]
+
+
+class Databases:
+    """PostgreSQL databases made for one bake each, dropped afterwards."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def create(self, name: str) -> str:
+        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        self.made.append(name)
+        return f"{POSTGRES_URL}/{name}"
+
+    def drop_all(self) -> None:
+        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as connection:
+            for name in self.made:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[Databases]:
+    made = Databases()
+    yield made
+    made.drop_all()

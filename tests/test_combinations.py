@@ -1,0 +1,53 @@
+"""Each valid combination, verified for real: baked, clean, linted, type-checked, installed
+from its own pyproject.toml, and its own test suite passing against real services."""
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import combinations
+from tests.checks import check_hygiene, clean_env, find_python, ruff, run, uv
+from tests.combinations import FULL, VALID
+from tests.conftest import Databases, broker_url
+
+
+@pytest.mark.parametrize("plan", FULL, ids=combinations.plan_id)
+def test_combination(
+    cookies: Any, plan: dict[str, str], sqs_url: str, databases: Databases
+) -> None:
+    index = FULL.index(plan)
+    result = cookies.bake(extra_context=combinations.context(plan, index))
+    assert result.exit_code == 0, result.exception
+    project: Path = result.project_path
+    package = result.context["package_name"]
+
+    check_hygiene(project, plan)
+    ruff(project)
+
+    # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.
+    env = clean_env()
+    run([uv(), "venv", "--python", find_python(plan["python_version"]), ".venv"], project, env)
+    run([uv(), "sync", "--no-dev"], project, env)
+    python = str(project / ".venv" / "bin" / "python")
+    run([python, "-c", f"import {package}.web, {package}.worker"], project, env)
+    run([uv(), "sync"], project, env)
+    run([str(project / ".venv" / "bin" / "mypy"), "src", "tests"], project, env)
+
+    services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
+    if plan["database"] == "postgresql":
+        services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
+    report = project / "report.xml"
+    pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
+    run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
+
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert suite is not None
+    counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
+    assert counts["tests"] > 0
+    assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
+
+
+def _axes(plan: dict[str, str]) -> dict[str, str]:
+    return {axis: plan[axis] for axis in combinations.AXES}
