@@ -21,7 +21,7 @@ MARKERS = {
     ("broker", "sqs"): {"boto3", "botocore", "moto", "celery[sqs]", "moto[server,sqs]"},
     ("database", "postgresql"): {"psycopg", "psycopg[binary]"},
 }
-JINJA = re.compile(r"{{|}}|{%|%}|{#|#}|cookiecutter", re.IGNORECASE)
+JINJA = re.compile(r"{{|{%|{#|cookiecutter", re.IGNORECASE)
 
 
 def text_files(project: Path) -> list[Path]:
@@ -30,7 +30,10 @@ def text_files(project: Path) -> list[Path]:
 
 def check_hygiene(project: Path, answers: dict[str, str]) -> None:
     """No template artefacts, and nothing of the options that were not chosen."""
+    verbatim = COOKIECUTTER["_copy_without_render"]  # the project's own Jinja templates
     for path in text_files(project):
+        if any(path.match(pattern) for pattern in verbatim):
+            continue
         text = path.read_text()
         assert not JINJA.search(text), f"template artefact in {path}: {JINJA.search(text)}"
     manifest = COOKIECUTTER["_manifest"]
@@ -56,11 +59,12 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
 
 
 def find_python(version: str) -> str:
-    """An interpreter for `version`: on PATH, or installed by pyenv."""
+    """An interpreter for `version`: installed by pyenv, or on PATH (not a pyenv shim)."""
+    pattern = os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")
+    candidates = sorted(glob.glob(pattern))
     found = shutil.which(f"python{version}")
-    if found:
-        return found
-    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    if found and "/shims/" not in found:
+        candidates.append(found)
     assert candidates, f"no Python {version} on this machine: install it to verify these bakes"
     return candidates[-1]
 
@@ -83,6 +87,19 @@ def run(
         f"{' '.join(command)} failed ({result.returncode}):\n{output[-6000:]}"
     )
     return output
+
+
+def start(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start a command in the background; `finish` checks it."""
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 900) -> None:
+    output, _ = process.communicate(timeout=timeout)
+    command = " ".join(map(str, process.args))  # type: ignore[arg-type]
+    assert process.returncode == 0, f"{command} failed ({process.returncode}):\n{output[-6000:]}"
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Each valid combination, verified for real: baked, clean, linted, type-checked, installed
 from its own pyproject.toml, and its own test suite passing against real services."""
 
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests import combinations
-from tests.checks import check_hygiene, clean_env, find_python, ruff, run, uv
+from tests.checks import check_hygiene, clean_env, find_python, finish, ruff, run, start, uv
 from tests.combinations import FULL, VALID
 from tests.conftest import Databases, broker_url
 
@@ -23,6 +24,7 @@ def test_combination(
     project: Path = result.project_path
     package = result.context["package_name"]
 
+    started = time.monotonic()
     check_hygiene(project, plan)
     ruff(project)
 
@@ -33,7 +35,9 @@ def test_combination(
     python = str(project / ".venv" / "bin" / "python")
     run([python, "-c", f"import {package}.web, {package}.worker"], project, env)
     run([uv(), "sync"], project, env)
-    run([str(project / ".venv" / "bin" / "mypy"), "src", "tests"], project, env)
+    installed = time.monotonic()
+    # The type check runs while the tests, which mostly wait on workers and brokers, run too.
+    mypy = start([str(project / ".venv" / "bin" / "mypy"), "src", "tests"], project, env)
 
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
@@ -41,7 +45,12 @@ def test_combination(
     report = project / "report.xml"
     pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
     run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
-
+    tested = time.monotonic()
+    finish(mypy)
+    print(
+        f"{combinations.plan_id(plan)}: install {installed - started:.0f}s, "
+        f"tests {tested - installed:.0f}s, then mypy {time.monotonic() - tested:.0f}s"
+    )
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}

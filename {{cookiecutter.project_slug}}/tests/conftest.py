@@ -54,8 +54,8 @@ TEST_ENV = {
     "RETRY_BACKOFF": "0.2",
     "RETRY_BACKOFF_MAX": "1",
     "JOB_LEASE": "3",
-    "EMAIL_TIMEOUT": "5",
-    "CLEANUP_TIMEOUT": "5",
+    "EMAIL_TIMEOUT": "3",
+    "CLEANUP_TIMEOUT": "3",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}

@@ -31,7 +31,7 @@ class ThreadWorker:
         self._stack = ExitStack()
 
     def start(self) -> None:
-        self._stack.enter_context(
+        worker = self._stack.enter_context(
             start_worker(
                 queue.app,
                 pool="threads",
@@ -41,6 +41,9 @@ class ThreadWorker:
                 loglevel="INFO",
             )
         )
+        # Wake the worker's event loop often, so that it sees stop() at once rather than at the
+        # next message from the broker.
+        worker.consumer.timer.call_repeatedly(0.5, lambda: None)
 
     def stop(self) -> None:
         self._stack.close()
