@@ -29,6 +29,7 @@ def remove(path: Path) -> None:
 
 
 def next_steps(answers: dict[str, str]) -> str:
+    workers = "worker scheduler" if answers["task_queue"] == "celery" else "worker file_worker"
     return f"""
 Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_framework"]}, \
 {answers["broker"]}, {answers["database"]}). Next:
@@ -36,7 +37,7 @@ Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_frame
     cd {answers["project_slug"]}
     uv sync && uv run alembic upgrade head     # set up
     uv run pytest                              # test
-    uv run honcho start                        # run web, worker and scheduler
+    uv run honcho start web {workers:<20}   # run the app
 
 README.md explains each job, how to try it by hand, and how it behaves when things fail.
 """

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.combinations import COOKIECUTTER
 
 # Modules and distributions that belong to one value of an option, and to no project without it.
@@ -56,6 +58,24 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
         if answers[option] != value:
             unchosen = (markers & imported) | (markers & dependencies)
             assert not unchosen, f"{option}={answers[option]} still uses {unchosen}"
+
+
+def check_docker(project: Path, answers: dict[str, str]) -> None:
+    """With Docker: the image has the chosen Python; compose runs the Procfile's commands."""
+    if answers["use_docker"] == "no":
+        assert not (project / "Dockerfile").exists()
+        return
+    dockerfile = (project / "Dockerfile").read_text()
+    assert f"FROM python:{answers['python_version']}-slim" in dockerfile
+    services = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
+    for line in (project / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name == "web":
+            continue
+        words = command.split()
+        words = words[: words.index("--schedule")] if "--schedule" in words else words
+        service = services["migrate" if name == "release" else name]
+        assert service["command"][: len(words)] == words, (name, service["command"])
 
 
 def find_python(version: str) -> str:

@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from tests import combinations
-from tests.checks import check_hygiene, clean_env, find_python, finish, ruff, run, start, uv
+from tests.checks import (
+    check_docker,
+    check_hygiene,
+    clean_env,
+    find_python,
+    finish,
+    ruff,
+    run,
+    start,
+    uv,
+)
 from tests.combinations import FULL, VALID
 from tests.conftest import Databases, broker_url
 
@@ -26,6 +36,7 @@ def test_combination(
 
     started = time.monotonic()
     check_hygiene(project, plan)
+    check_docker(project, plan)
     ruff(project)
 
     # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.

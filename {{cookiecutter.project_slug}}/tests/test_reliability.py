@@ -76,6 +76,26 @@ def post_json(url: str, body: Any) -> tuple[int, Any]:
         return exc.code, json.load(exc)
 
 
+def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        [
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode(),
+            b"Content-Type: text/csv\r\n\r\n",
+            content,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
 def procfile_command(process: str) -> str:
     for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
@@ -124,6 +144,13 @@ def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broke
     assert status == 503
     assert "queue" in body["error"]
     assert time.monotonic() - started < 10
+
+    started = time.monotonic()
+    status, body = post_file(f"{web_without_broker}/files", "data.csv", b"a,b\n1,2\n")
+    assert status == 503
+    assert "queue" in body["error"]
+    assert time.monotonic() - started < 10
+
     assert count_rows() == rows
     assert stored_files() == files
 
