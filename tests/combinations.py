@@ -73,6 +73,14 @@ def _spread(index: int) -> dict[str, str]:
 FULL = [{**combo, **_spread(i)} for i, combo in enumerate(VALID)]
 
 
+def first_per(*options: str) -> list[dict[str, str]]:
+    """The first full bake for each combination of values of `options`."""
+    first: dict[tuple[str, ...], dict[str, str]] = {}
+    for plan in FULL:
+        first.setdefault(tuple(plan[option] for option in options), plan)
+    return list(first.values())
+
+
 def pairs(plan: dict[str, str]) -> set[tuple[tuple[str, str], tuple[str, str]]]:
     items = sorted(plan.items())
     return set(itertools.combinations(items, 2))

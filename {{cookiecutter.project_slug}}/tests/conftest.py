@@ -14,7 +14,6 @@ import asyncio
 import io
 {% endif -%}
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -33,12 +32,7 @@ from fastapi.testclient import TestClient
 {%- endif %}
 from sqlalchemy import func, select, text
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.processes import free_port
 
 TMP = Path(tempfile.mkdtemp(prefix="{{ cookiecutter.package_name }}-tests-"))
 SMTP_PORT = free_port()

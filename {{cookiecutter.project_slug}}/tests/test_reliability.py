@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests import workers
-from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, free_port, stored_files
+from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, stored_files
+from tests.processes import free_port, kill, stop
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
         _, body = api.post_json("/signups", {"email": address, "name": "Barbara"})
         assert mailbox.stalled.wait(60), "the worker never reached the SMTP server"
     finally:
-        workers.kill(first)
+        kill(first)
     mailbox.stall.clear()
     mailbox.release.set()
     assert api.get(f"/jobs/{body['job_id']}")[1]["status"] == "running"
@@ -49,7 +50,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
     try:
         job = api.wait_for_job(body["job_id"], timeout=60)
     finally:
-        workers.stop(second)
+        stop(second)
 
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 2

@@ -2,8 +2,6 @@
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,13 +13,14 @@ from typing import Any, TypeVar
 
 from fakeredis import TcpFakeServer
 
+from tests.processes import free_port
+
 
 def _fake_redis_url() -> str:
     """An in-memory Redis that speaks the real protocol, so worker processes can reach it too."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.daemon_threads = True  # open client connections must not keep the tests from exiting
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"redis://127.0.0.1:{port}/0"
 
@@ -103,17 +102,6 @@ def start_process() -> subprocess.Popen[bytes]:
     """A worker process for short jobs, started as the Procfile starts it."""
     arq = Path(sys.executable).with_name("arq")
     return subprocess.Popen([str(arq), f"{queue.__name__}.WorkerSettings"], start_new_session=True)
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker, as a crashed machine would."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 async def _enqueue_cleanup() -> None:

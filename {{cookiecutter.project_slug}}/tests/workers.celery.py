@@ -1,7 +1,6 @@
 """Celery workers for the tests: one in a thread of this process, or real worker processes."""
 
 import os
-import signal
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -58,17 +57,6 @@ def start_process() -> subprocess.Popen[bytes]:
     celery = Path(sys.executable).with_name("celery")
     command = [str(celery), "-A", queue.__name__, "worker", "--concurrency", "1"]
     return subprocess.Popen(command, start_new_session=True)
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker and its pool processes, as a crashed machine would."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 def trigger_cleanup() -> None:

@@ -6,8 +6,7 @@ Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`
 {% if cookiecutter.task_queue == "arq" -%}
 import asyncio
 {% endif -%}
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,22 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import database, files, jobs, records, worker
+from . import api, database, files, jobs, records, worker
 from .records import Job, JobKind
 from .settings import get_settings
-
-# Room for the multipart envelope around the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
-
-
-class SignupIn(BaseModel):
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=200)
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -56,8 +46,7 @@ def create_app() -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if any(problem["type"] == "json_invalid" for problem in exc.errors()):
             return error(400, "the body is not valid JSON")
-        detail = [{"field": _field(e["loc"][1:]), "problem": e["msg"]} for e in exc.errors()]
-        return error(422, "invalid request", detail=detail)
+        return error(422, "invalid request", detail=api.problems(exc.errors(), skip=1))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -65,7 +54,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
-        return error(503, "the database is unavailable; try again later")
+        return error(503, api.DATABASE_DOWN)
 
     async def dispatch(job: Job, undo: Callable[[], None]) -> JSONResponse:
         """Hand a recorded job to the queue; if the broker is down, take the record back."""
@@ -77,12 +66,11 @@ def create_app() -> FastAPI:
 {%- endif %}
         except jobs.BrokerUnavailable:
             await run_in_threadpool(undo)
-            return error(503, "the job queue is unavailable; nothing was stored, try again later")
-        body = {"job_id": job.id, "kind": job.kind, "status": job.status, "url": f"/jobs/{job.id}"}
-        return JSONResponse(body, status_code=202)
+            return error(503, api.QUEUE_DOWN)
+        return JSONResponse(api.accepted(job), status_code=202)
 
     @app.post("/signups", status_code=202)
-    async def create_signup(signup: SignupIn) -> JSONResponse:
+    async def create_signup(signup: api.SignupIn) -> JSONResponse:
         job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
         return await dispatch(job, lambda: records.discard(job.id))
 
@@ -90,7 +78,7 @@ def create_app() -> FastAPI:
     async def upload_file(request: Request) -> JSONResponse:
         limit = settings.max_upload_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        if declared.isdigit() and int(declared) > limit + api.MULTIPART_OVERHEAD:
             return error(413, f"the file is larger than the limit of {limit} bytes")
         async with request.form(max_files=1, max_fields=10) as form:
             upload = form.get("file")
@@ -121,7 +109,7 @@ def create_app() -> FastAPI:
 
     @app.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> JSONResponse:
-        job = await run_in_threadpool(records.get_job, job_id) if _is_uuid(job_id) else None
+        job = await run_in_threadpool(records.get_job, job_id) if api.is_job_id(job_id) else None
         if job is None:
             return error(404, f"no job with id {job_id!r}")
         return JSONResponse(job.to_dict())
@@ -149,15 +137,3 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str:
     except Exception as exc:
         return f"unavailable: {type(exc).__name__}: {exc}"
     return "ok"
-
-
-def _field(location: Sequence[int | str]) -> str:
-    return ".".join(map(str, location)) or "body"
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

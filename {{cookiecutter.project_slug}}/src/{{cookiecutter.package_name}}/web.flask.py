@@ -7,28 +7,18 @@ Serve it with `gunicorn "{{ cookiecutter.package_name }}.web:create_app()"`.
 import asyncio
 import threading
 {% endif -%}
-import uuid
 from collections.abc import Callable{% if cookiecutter.task_queue == "arq" %}, Coroutine{% endif %}
 from typing import Any{% if cookiecutter.task_queue == "arq" %}, TypeVar{% endif %}
 
 from flask import Flask, Response, jsonify, request
-from pydantic import BaseModel, EmailStr, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from . import database, files, jobs, records, worker
+from . import api, database, files, jobs, records, worker
 from .records import Job, JobKind
 from .settings import get_settings
-
-# Room for the multipart envelope around the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
-
-
-class SignupIn(BaseModel):
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=200)
 {%- if cookiecutter.task_queue == "arq" %}
-
 
 T = TypeVar("T")
 
@@ -53,7 +43,7 @@ def create_app() -> Flask:
     settings = get_settings()
     app = Flask(__name__)
     # Werkzeug answers 413 itself as soon as a request body passes this size.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + api.MULTIPART_OVERHEAD
 {%- if cookiecutter.task_queue == "arq" %}
     portal = EventLoopThread()
     redis = worker.connect()
@@ -65,7 +55,7 @@ def create_app() -> Flask:
 
     @app.errorhandler(OperationalError)
     def database_down(exc: OperationalError) -> tuple[Response, int]:
-        return error(503, "the database is unavailable; try again later")
+        return error(503, api.DATABASE_DOWN)
 
     def dispatch(job: Job, undo: Callable[[], None]) -> tuple[Response, int]:
         """Hand a recorded job to the queue; if the broker is down, take the record back."""
@@ -77,9 +67,8 @@ def create_app() -> Flask:
 {%- endif %}
         except jobs.BrokerUnavailable:
             undo()
-            return error(503, "the job queue is unavailable; nothing was stored, try again later")
-        body = {"job_id": job.id, "kind": job.kind, "status": job.status, "url": f"/jobs/{job.id}"}
-        return jsonify(body), 202
+            return error(503, api.QUEUE_DOWN)
+        return jsonify(api.accepted(job)), 202
 
     @app.post("/signups")
     def create_signup() -> tuple[Response, int]:
@@ -87,10 +76,9 @@ def create_app() -> Flask:
         if data is None:
             return error(400, "the body is not valid JSON")
         try:
-            signup = SignupIn.model_validate(data)
+            signup = api.SignupIn.model_validate(data)
         except ValidationError as exc:
-            detail = [{"field": _field(e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-            return error(422, "invalid request", detail=detail)
+            return error(422, "invalid request", detail=api.problems(exc.errors()))
         job = records.create_signup_job(signup.email, signup.name)
         return dispatch(job, lambda: records.discard(job.id))
 
@@ -119,7 +107,7 @@ def create_app() -> Flask:
 
     @app.get("/jobs/<job_id>")
     def get_job(job_id: str) -> tuple[Response, int]:
-        job = records.get_job(job_id) if _is_uuid(job_id) else None
+        job = records.get_job(job_id) if api.is_job_id(job_id) else None
         if job is None:
             return error(404, f"no job with id {job_id!r}")
         return jsonify(job.to_dict()), 200
@@ -147,15 +135,3 @@ def _check(probe: Callable[[], None]) -> str:
     except Exception as exc:
         return f"unavailable: {type(exc).__name__}: {exc}"
     return "ok"
-
-
-def _field(location: tuple[int | str, ...]) -> str:
-    return ".".join(map(str, location)) or "body"
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
