@@ -21,7 +21,6 @@ from tests.checks import (
     uv,
 )
 from tests.combinations import FULL, VALID
-
 from tests.conftest import Databases, broker_url
 
 # The offline tier differs by queue and framework: run it once for each such pair too.
