@@ -56,11 +56,11 @@ def test_combination(
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
         services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
-    counts = test_suite(project, services)
+    counts = run_suite(project, services)
     assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
-        counts = test_suite(project, {})
+        counts = run_suite(project, {})
         assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
     tested = time.monotonic()
     finish(mypy)
@@ -70,7 +70,7 @@ def test_combination(
     )
 
 
-def test_suite(project: Path, services: dict[str, str]) -> dict[str, int]:
+def run_suite(project: Path, services: dict[str, str]) -> dict[str, int]:
     """Run the project's own tests; count them from their JUnit report."""
     report = project / "report.xml"
     pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
