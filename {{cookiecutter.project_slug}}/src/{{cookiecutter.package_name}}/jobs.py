@@ -34,6 +34,22 @@ class BrokerUnavailable(Exception):
     """The job could not be handed to the broker."""
 
 
+def record_upload(stored: files.StoredFile) -> Job:
+    """Record the job that will process a stored upload; if that fails, the file goes too."""
+    try:
+        return records.create_job(JobKind.PROCESS_FILE, stored.to_payload())
+    except BaseException:
+        files.delete(stored.key)
+        raise
+
+
+def withdraw(job: Job) -> None:
+    """Take back a job that never reached the queue: its record, its signup, its upload."""
+    records.discard(job.id)
+    if job.kind == JobKind.PROCESS_FILE:
+        files.delete(job.payload["key"])
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt `attempt` (1, 2, ...): half fixed, half random."""
     settings = get_settings()

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import api, database, files, jobs, records, worker
-from .records import Job, JobKind
+from .records import Job
 from .settings import get_settings
 
 
@@ -56,8 +56,8 @@ def create_app() -> FastAPI:
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return error(503, api.DATABASE_DOWN)
 
-    async def dispatch(job: Job, undo: Callable[[], None]) -> JSONResponse:
-        """Hand a recorded job to the queue; if the broker is down, take the record back."""
+    async def dispatch(job: Job) -> JSONResponse:
+        """Hand a recorded job to the queue; if the broker is down, take the job back."""
         try:
 {%- if cookiecutter.task_queue == "arq" %}
             await worker.enqueue(app.state.redis, job)
@@ -65,14 +65,14 @@ def create_app() -> FastAPI:
             await run_in_threadpool(worker.enqueue, job)
 {%- endif %}
         except jobs.BrokerUnavailable:
-            await run_in_threadpool(undo)
+            await run_in_threadpool(jobs.withdraw, job)
             return error(503, api.QUEUE_DOWN)
         return JSONResponse(api.accepted(job), status_code=202)
 
     @app.post("/signups", status_code=202)
     async def create_signup(signup: api.SignupIn) -> JSONResponse:
         job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
-        return await dispatch(job, lambda: records.discard(job.id))
+        return await dispatch(job)
 
     @app.post("/files", status_code=202)
     async def upload_file(request: Request) -> JSONResponse:
@@ -94,18 +94,8 @@ def create_app() -> FastAPI:
                 )
             except files.UploadTooLarge as exc:
                 return error(413, str(exc))
-        try:
-            payload = stored.to_payload()
-            job = await run_in_threadpool(records.create_job, JobKind.PROCESS_FILE, payload)
-        except BaseException:
-            files.delete(stored.key)
-            raise
-
-        def undo() -> None:
-            records.discard(job.id)
-            files.delete(stored.key)
-
-        return await dispatch(job, undo)
+        job = await run_in_threadpool(jobs.record_upload, stored)
+        return await dispatch(job)
 
     @app.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> JSONResponse:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import api, database, files, jobs, records, worker
-from .records import Job, JobKind
+from .records import Job
 from .settings import get_settings
 {%- if cookiecutter.task_queue == "arq" %}
 
@@ -57,8 +57,8 @@ def create_app() -> Flask:
     def database_down(exc: OperationalError) -> tuple[Response, int]:
         return error(503, api.DATABASE_DOWN)
 
-    def dispatch(job: Job, undo: Callable[[], None]) -> tuple[Response, int]:
-        """Hand a recorded job to the queue; if the broker is down, take the record back."""
+    def dispatch(job: Job) -> tuple[Response, int]:
+        """Hand a recorded job to the queue; if the broker is down, take the job back."""
         try:
 {%- if cookiecutter.task_queue == "arq" %}
             portal.run(worker.enqueue(redis, job))
@@ -66,7 +66,7 @@ def create_app() -> Flask:
             worker.enqueue(job)
 {%- endif %}
         except jobs.BrokerUnavailable:
-            undo()
+            jobs.withdraw(job)
             return error(503, api.QUEUE_DOWN)
         return jsonify(api.accepted(job)), 202
 
@@ -80,7 +80,7 @@ def create_app() -> Flask:
         except ValidationError as exc:
             return error(422, "invalid request", detail=api.problems(exc.errors()))
         job = records.create_signup_job(signup.email, signup.name)
-        return dispatch(job, lambda: records.discard(job.id))
+        return dispatch(job)
 
     @app.post("/files")
     def upload_file() -> tuple[Response, int]:
@@ -93,17 +93,7 @@ def create_app() -> Flask:
             stored = files.store(upload.stream, upload.filename or "", content_type, limit)
         except files.UploadTooLarge as exc:
             return error(413, str(exc))
-        try:
-            job = records.create_job(JobKind.PROCESS_FILE, stored.to_payload())
-        except BaseException:
-            files.delete(stored.key)
-            raise
-
-        def undo() -> None:
-            records.discard(job.id)
-            files.delete(stored.key)
-
-        return dispatch(job, undo)
+        return dispatch(jobs.record_upload(stored))
 
     @app.get("/jobs/<job_id>")
     def get_job(job_id: str) -> tuple[Response, int]:
