@@ -58,23 +58,18 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
     print(f"picked up again {time.monotonic() - started:.1f}s after the replacement started")
 
 
-def get_json(url: str) -> tuple[int, Any]:
+def call(request: urllib.request.Request | str) -> tuple[int, Any]:
+    """Send a request; the status and JSON body, whether it succeeded or not."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
 
 
 def post_json(url: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+    headers = {"Content-Type": "application/json"}
+    return call(urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers))
 
 
 def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
@@ -89,12 +84,7 @@ def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
         ]
     )
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    request = urllib.request.Request(url, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+    return call(urllib.request.Request(url, data=body, headers=headers))
 
 
 def procfile_command(process: str) -> str:
@@ -120,7 +110,7 @@ def web_without_broker(migrated_database: None) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                get_json(f"{base}/jobs/{uuid.uuid4()}")
+                call(f"{base}/jobs/{uuid.uuid4()}")
                 break
             except OSError:
                 assert process.poll() is None, "the web process exited"
@@ -133,7 +123,7 @@ def web_without_broker(migrated_database: None) -> Iterator[str]:
 
 
 def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broker: str) -> None:
-    status, body = get_json(f"{web_without_broker}/health")
+    status, body = call(f"{web_without_broker}/health")
     assert status == 503
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["broker"].startswith("unavailable")

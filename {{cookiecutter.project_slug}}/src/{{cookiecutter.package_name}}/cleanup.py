@@ -1,5 +1,6 @@
 """Delete finished job records older than the retention period, with their files."""
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -7,6 +8,7 @@ from . import files, records
 from .database import utcnow
 from .settings import get_settings
 
+logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
 
 
@@ -23,4 +25,5 @@ def delete_expired(
                 deleted["files"] += 1
         deleted["jobs"] += records.delete_jobs([job.id for job in batch])
         on_batch()
+    logger.info("cleanup deleted %(jobs)d job records and %(files)d files", deleted)
     return deleted

@@ -44,9 +44,7 @@ class StoredFile:
 
 
 def upload_dir() -> Path:
-    directory = get_settings().upload_dir.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return get_settings().upload_dir.resolve()
 
 
 def original_path(key: str) -> Path:
@@ -62,6 +60,7 @@ def thumbnail_path(key: str) -> Path:
 def store(stream: IO[bytes], filename: str, content_type: str, max_bytes: int) -> StoredFile:
     """Copy `stream` to a new file chunk by chunk; nothing is left behind if it is too large."""
     key = uuid.uuid4().hex
+    upload_dir().mkdir(parents=True, exist_ok=True)
     target = original_path(key)
     partial = target.with_name(f"{key}.part")
     size = 0

@@ -10,7 +10,6 @@ about 30 s however long file processing may take:
 
 import asyncio
 import json
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +25,6 @@ from . import cleanup, jobs
 from .records import Job, JobKind
 from .settings import get_settings
 
-logger = logging.getLogger(__name__)
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}:default"
 FILE_QUEUE = "{{ cookiecutter.package_name }}:files"
@@ -72,9 +70,7 @@ async def process_file(ctx: dict[str, Any], job_id: str) -> None:
 
 
 async def cleanup_expired(ctx: dict[str, Any]) -> dict[str, int]:
-    deleted = await asyncio.to_thread(cleanup.delete_expired)
-    logger.info("cleanup deleted %(jobs)d job records and %(files)d files", deleted)
-    return deleted
+    return await asyncio.to_thread(cleanup.delete_expired)
 
 
 # Workers wait for Redis to come back rather than exit.

@@ -7,7 +7,6 @@ scheduler with `celery -A {{ cookiecutter.package_name }}.worker beat`.
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
-import logging
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
@@ -21,7 +20,6 @@ from . import cleanup, database, jobs
 from .records import Job, JobKind
 from .settings import get_settings
 
-logger = logging.getLogger(__name__)
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
 {%- if cookiecutter.broker == "sqs" %}
@@ -126,9 +124,7 @@ def process_file(self: Task, job_id: str) -> None:
     time_limit=settings.cleanup_timeout + 5,
 )
 def run_cleanup() -> dict[str, int]:
-    deleted = cleanup.delete_expired()
-    logger.info("cleanup deleted %(jobs)d job records and %(files)d files", deleted)
-    return deleted
+    return cleanup.delete_expired()
 
 
 TASKS = {JobKind.WELCOME_EMAIL: send_welcome_email, JobKind.PROCESS_FILE: process_file}
