@@ -1,4 +1,8 @@
-"""Real services for the generated projects' test suites: Redis, RabbitMQ, PostgreSQL, SQS."""
+"""Real services for the generated projects' test suites: Redis, RabbitMQ, PostgreSQL, SQS.
+
+Point REDIS_URL, RABBITMQ_URL (a vhost of its own) and POSTGRES_URL elsewhere to run two
+verifications on one machine at once; the databases made here carry this run's token.
+"""
 
 import os
 import shutil
@@ -6,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +20,7 @@ import pytest
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+RUN = uuid.uuid4().hex[:8]  # names this run's databases apart from another run's
 
 
 def free_port() -> int:
@@ -66,6 +72,7 @@ class Databases:
         self.made: list[str] = []
 
     def create(self, name: str) -> str:
+        name = f"{name}_{RUN}"
         with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             connection.execute(f'CREATE DATABASE "{name}"')

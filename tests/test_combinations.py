@@ -25,6 +25,8 @@ from tests.conftest import Databases, broker_url
 
 # The offline tier differs by queue and framework: run it once for each such pair too.
 OFFLINE = combinations.first_per("task_queue", "web_framework")
+# The projects' long fault drills (tests marked `drill`) run once for each queue and broker.
+DRILLS = combinations.one_per(("task_queue", "broker"), spread=("web_framework", "database"))
 
 
 @pytest.mark.parametrize("plan", FULL, ids=combinations.plan_id)
@@ -56,11 +58,11 @@ def test_combination(
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
         services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
-    counts = run_suite(project, services)
+    counts = run_suite(project, services, drills=plan in DRILLS)
     assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
-        counts = run_suite(project, {})
+        counts = run_suite(project, {}, drills=False)
         assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
     tested = time.monotonic()
     finish(mypy)
@@ -70,10 +72,12 @@ def test_combination(
     )
 
 
-def run_suite(project: Path, services: dict[str, str]) -> dict[str, int]:
-    """Run the project's own tests; count them from their JUnit report."""
+def run_suite(project: Path, services: dict[str, str], drills: bool = True) -> dict[str, int]:
+    """Run the project's own tests, its drills or not; count them from their JUnit report."""
     report = project / "report.xml"
     pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
+    if not drills:
+        pytest_command += ["-m", "not drill"]
     run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
