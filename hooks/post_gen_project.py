@@ -29,15 +29,15 @@ def remove(path: Path) -> None:
 
 
 def next_steps(answers: dict[str, str]) -> str:
-    workers = "worker scheduler" if answers["task_queue"] == "celery" else "worker file_worker"
+    workers = "worker file_worker" + (" scheduler" if answers["task_queue"] == "celery" else "")
     return f"""
 Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_framework"]}, \
 {answers["broker"]}, {answers["database"]}). Next:
 
     cd {answers["project_slug"]}
-    uv sync && uv run alembic upgrade head     # set up
-    uv run pytest                              # test
-    uv run honcho start web {workers:<20}   # run the app
+    uv sync && uv run alembic upgrade head                # set up
+    uv run pytest                                         # test
+    uv run honcho start web {workers:<29}   # run the app
 
 README.md explains each job, how to try it by hand, and how it behaves when things fail.
 """

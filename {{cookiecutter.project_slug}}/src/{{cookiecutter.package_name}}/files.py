@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from PIL import Image, UnidentifiedImageError
-
 from .settings import get_settings
 
 CHUNK_BYTES = 1024 * 1024
@@ -122,6 +120,9 @@ def _csv_summary(path: Path, size: int, progress: Progress) -> dict[str, Any]:
 
 
 def _image_summary(key: str) -> dict[str, Any] | None:
+    # Imported here: only the file worker needs Pillow, and it costs every other process memory.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(original_path(key))
     except UnidentifiedImageError:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from . import files, mail, records
-from .records import Claim, Job, JobKind
+from .records import Claim, Job, JobKind, Work
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -59,16 +59,15 @@ def backoff(attempt: int) -> float:
 
 def run(job_id: str) -> None:
     settings = get_settings()
-    outcome = records.claim(job_id, settings.job_lease, settings.job_max_attempts)
+    outcome, work = records.claim_work(job_id, settings.job_lease, settings.job_max_attempts)
     if outcome is Claim.BUSY:
         raise RetryLater(settings.job_lease.total_seconds(), "another worker is running it")
-    if outcome is not Claim.CLAIMED:
+    if work is None:
         logger.info("job %s: nothing to do (%s)", job_id, outcome)
         return
-    job = records.get_job(job_id)
-    assert job is not None
+    job = work.job
     try:
-        result = WORK[JobKind(job.kind)](job, _reporter(job_id))
+        result = WORK[JobKind(job.kind)](work, _reporter(job_id))
     except TRANSIENT_ERRORS as exc:
         if job.attempts >= settings.job_max_attempts:
             records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
@@ -83,19 +82,19 @@ def run(job_id: str) -> None:
     records.succeed(job_id, result)
 
 
-def _send_welcome_email(job: Job, progress: files.Progress) -> dict[str, Any]:
-    signup = records.get_signup(job.signup_id) if job.signup_id is not None else None
+def _send_welcome_email(work: Work, progress: files.Progress) -> dict[str, Any]:
+    signup = work.signup
     if signup is None:
         raise LookupError("the signup for this email no longer exists")
-    message_id = mail.send_welcome(signup.name, signup.email, message_key=job.id)
+    message_id = mail.send_welcome(signup.name, signup.email, message_key=work.job.id)
     return {"to": signup.email, "message_id": message_id}
 
 
-def _process_file(job: Job, progress: files.Progress) -> dict[str, Any]:
-    return files.analyse(files.StoredFile(**job.payload), progress)
+def _process_file(work: Work, progress: files.Progress) -> dict[str, Any]:
+    return files.analyse(files.StoredFile(**work.job.payload), progress)
 
 
-WORK: dict[JobKind, Callable[[Job, files.Progress], dict[str, Any]]] = {
+WORK: dict[JobKind, Callable[[Work, files.Progress], dict[str, Any]]] = {
     JobKind.WELCOME_EMAIL: _send_welcome_email,
     JobKind.PROCESS_FILE: _process_file,
 }

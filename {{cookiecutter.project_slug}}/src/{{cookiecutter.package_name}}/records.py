@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -101,11 +102,6 @@ def get_job(job_id: str) -> Job | None:
         return db.get(Job, job_id)
 
 
-def get_signup(signup_id: int) -> Signup | None:
-    with session() as db:
-        return db.get(Signup, signup_id)
-
-
 def discard(job_id: str) -> None:
     """Delete a job that never reached the queue, and the signup it was made for."""
     with session() as db:
@@ -116,11 +112,24 @@ def discard(job_id: str) -> None:
                 db.execute(delete(Signup).where(Signup.id == job.signup_id))
 
 
+@dataclass(frozen=True)
+class Work:
+    """A claimed job and what its work needs, read in the claim's own transaction."""
+
+    job: Job
+    signup: Signup | None
+
+
 def claim(job_id: str, lease: timedelta, max_attempts: int) -> Claim:
+    return claim_work(job_id, lease, max_attempts)[0]
+
+
+def claim_work(job_id: str, lease: timedelta, max_attempts: int) -> tuple[Claim, Work | None]:
     """Atomically mark a job running for this worker, unless someone else runs or ran it.
 
     A job marked running whose worker stopped reporting for `lease` is taken over: that worker
-    died. One that has used up `max_attempts` that way is failed instead of run again.
+    died. One that has used up `max_attempts` that way is failed instead of run again. A claimed
+    job comes back with its signup, from one transaction: the UPDATE returns the row it claimed.
     """
     now = utcnow()
     claimable = or_(
@@ -128,7 +137,7 @@ def claim(job_id: str, lease: timedelta, max_attempts: int) -> Claim:
         (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < now - lease),
     )
     with session() as db:
-        claimed = db.execute(
+        claimed = db.scalars(
             update(Job)
             .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
             .values(
@@ -138,16 +147,18 @@ def claim(job_id: str, lease: timedelta, max_attempts: int) -> Claim:
                 heartbeat_at=now,
                 error=None,
             )
-        )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            return Claim.CLAIMED
+            .returning(Job)
+        ).one_or_none()
+        if claimed is not None:
+            signup = db.get(Signup, claimed.signup_id) if claimed.signup_id is not None else None
+            return Claim.CLAIMED, Work(claimed, signup)
         job = db.get(Job, job_id)
         if job is None:
-            return Claim.MISSING
+            return Claim.MISSING, None
         if job.status in FINISHED:
-            return Claim.DONE
+            return Claim.DONE, None
         if job.attempts < max_attempts:
-            return Claim.BUSY
+            return Claim.BUSY, None
         gave_up = db.execute(
             update(Job)
             .where(Job.id == job_id, claimable)
@@ -157,7 +168,7 @@ def claim(job_id: str, lease: timedelta, max_attempts: int) -> Claim:
                 finished_at=now,
             )
         )
-        return Claim.DONE if gave_up.rowcount else Claim.BUSY  # type: ignore[attr-defined]
+        return (Claim.DONE if gave_up.rowcount else Claim.BUSY), None  # type: ignore[attr-defined]
 
 
 def heartbeat(job_id: str, progress: float) -> None:
