@@ -50,6 +50,7 @@ TEST_ENV = {
     "JOB_LEASE": "3",
     "EMAIL_TIMEOUT": "3",
     "CLEANUP_TIMEOUT": "3",
+    "STUCK_JOB_AFTER": "6",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}

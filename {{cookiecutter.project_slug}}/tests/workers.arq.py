@@ -32,7 +32,7 @@ CROSS_PROCESS = TEST_BROKER_URL is not None
 UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/0"
 
 import arq.worker  # noqa: E402
-from arq.cron import next_cron  # noqa: E402
+from arq.cron import CronJob, next_cron  # noqa: E402
 from arq.worker import Worker  # noqa: E402
 
 from {{ cookiecutter.package_name }} import worker as queue  # noqa: E402
@@ -107,19 +107,35 @@ def start_process() -> subprocess.Popen[bytes]:
 async def _enqueue_cleanup() -> None:
     redis = queue.connect()
     try:
-        (cleanup,) = queue.WorkerSettings.cron_jobs
+        cleanup = _cron_job(queue.cleanup_expired)
         await redis.enqueue_job(cleanup.name, _queue_name=queue.QUEUE)
     finally:
         await redis.aclose()
+
+
+def _cron_job(function: Any) -> CronJob:
+    return next(job for job in queue.WorkerSettings.cron_jobs if job.coroutine is function)
 
 
 def trigger_cleanup() -> None:
     asyncio.run(_enqueue_cleanup())
 
 
+def reconcile_now() -> dict[str, int]:
+    """Run the reconciler here, as the schedule runs it in a worker."""
+    return asyncio.run(queue.reconcile_jobs({}))
+
+
 def cleanup_every_seconds() -> float:
-    """The time between two runs of the cleanup that the cron schedule gives."""
-    (job,) = queue.WorkerSettings.cron_jobs
+    return _every_seconds(_cron_job(queue.cleanup_expired))
+
+
+def reconcile_every_seconds() -> float:
+    return _every_seconds(_cron_job(queue.reconcile_jobs))
+
+
+def _every_seconds(job: CronJob) -> float:
+    """The time between two runs that a cron schedule gives."""
     names = ("month", "day", "weekday", "hour", "minute", "second")
     fields = {name: getattr(job, name) for name in names}
     first = next_cron(datetime(2026, 1, 1, tzinfo=UTC), **fields, microsecond=0)

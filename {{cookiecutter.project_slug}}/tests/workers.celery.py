@@ -63,5 +63,14 @@ def trigger_cleanup() -> None:
     queue.run_cleanup.delay()
 
 
+def reconcile_now() -> dict[str, int]:
+    """Run the reconciler here, as the schedule runs it in a worker."""
+    return queue.reconcile_jobs()  # type: ignore[no-any-return]
+
+
 def cleanup_every_seconds() -> float:
     return float(queue.app.conf.beat_schedule["cleanup"]["schedule"].total_seconds())
+
+
+def reconcile_every_seconds() -> float:
+    return float(queue.app.conf.beat_schedule["reconcile"]["schedule"].total_seconds())

@@ -3,10 +3,12 @@
 import csv
 import hashlib
 import io
+import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,6 +17,10 @@ from .settings import get_settings
 CHUNK_BYTES = 1024 * 1024
 THUMBNAIL_SIZE = (256, 256)
 _KEY = re.compile(r"[0-9a-f]{32}")
+# What `store` and `analyse` write: the original, its thumbnail, and either being written.
+_STORED_NAME = re.compile(
+    r"(?P<key>[0-9a-f]{32})(\.thumbnail\.png|(?P<partial>(\.thumbnail)?\.part))?"
+)
 _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
 
 Progress = Callable[[float], None]
@@ -79,6 +85,25 @@ def delete(key: str) -> None:
     """Remove a stored file and everything derived from it."""
     for path in (original_path(key), thumbnail_path(key)):
         path.unlink(missing_ok=True)
+
+
+def written_before(cutoff: datetime) -> Iterator[tuple[str, Path, bool]]:
+    """Each file we stored and last wrote before `cutoff`: its key, its path, and whether it
+    is partial (a write that never finished)."""
+    try:
+        entries = list(os.scandir(upload_dir()))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        name = _STORED_NAME.fullmatch(entry.name)
+        if name is None or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            written = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        if written < cutoff.timestamp():
+            yield name["key"], Path(entry.path), name["partial"] is not None
 
 
 def analyse(stored: StoredFile, progress: Progress) -> dict[str, Any]:

@@ -73,8 +73,9 @@ def run(job_id: str) -> None:
             records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
             logger.error("job %s failed for good: %s", job_id, exc)
             return
-        records.retrying(job_id, str(exc))
-        raise RetryLater(backoff(job.attempts), str(exc)) from exc
+        delay = backoff(job.attempts)
+        records.retrying(job_id, str(exc), delay)
+        raise RetryLater(delay, str(exc)) from exc
     except Exception as exc:
         records.fail(job_id, f"{type(exc).__name__}: {exc}")
         logger.exception("job %s failed", job_id)

@@ -7,7 +7,20 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, delete, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .database import Base, UTCDateTime, session, utcnow
@@ -49,7 +62,10 @@ class Signup(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_finished_at", "status", "finished_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_finished_at", "status", "finished_at"),
+        Index("ix_jobs_status_due_at", "status", "due_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -64,6 +80,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it should start: when it was recorded or last published, or when its retry is due.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # How often it was published again because its message seemed lost.
+    publications: Mapped[int] = mapped_column(default=0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,8 +199,10 @@ def succeed(job_id: str, result: dict[str, Any]) -> None:
     _set(job_id, status=JobStatus.SUCCEEDED, result=result, progress=1.0, finished_at=utcnow())
 
 
-def retrying(job_id: str, error: str) -> None:
-    _set(job_id, status=JobStatus.RETRYING, error=error)
+def retrying(job_id: str, error: str, delay: float) -> None:
+    """Record a failed attempt whose retry is due in `delay` seconds."""
+    due_at = utcnow() + timedelta(seconds=delay)
+    _set(job_id, status=JobStatus.RETRYING, error=error, due_at=due_at)
 
 
 def fail(job_id: str, error: str) -> None:
@@ -196,6 +218,85 @@ def finished_before(cutoff: datetime, limit: int) -> Sequence[Job]:
             .order_by(Job.finished_at)
             .limit(limit)
         ).all()
+
+
+def stuck_jobs(after: timedelta, max_publications: int, limit: int) -> Sequence[Job]:
+    """The jobs that should have started long ago and have not, longest overdue first.
+
+    That is a job queued or retrying `after` past its due time, or one marked running whose
+    worker has not reported for `after`. Each time it is published again the wait grows by
+    `after`, so a slow backlog is not flooded with copies of its messages.
+    """
+    with session() as db:
+        return db.scalars(
+            select(Job)
+            .where(_stuck(utcnow(), after, max_publications))
+            .order_by(Job.due_at)
+            .limit(limit)
+        ).all()
+
+
+def take_stuck(job_id: str, after: timedelta, max_publications: int) -> bool:
+    """Make a stuck job due now, if it still is stuck: of two reconcilers, one gets it."""
+    now = utcnow()
+    with session() as db:
+        taken = db.execute(
+            update(Job)
+            .where(Job.id == job_id, _stuck(now, after, max_publications))
+            .values(due_at=now)
+        )
+        return taken.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def published_again(job_id: str) -> None:
+    with session() as db:
+        db.execute(update(Job).where(Job.id == job_id).values(publications=Job.publications + 1))
+
+
+def fail_stuck(job_id: str, after: timedelta, max_publications: int, error: str) -> bool:
+    """Fail a job published again `max_publications` times that still has not started."""
+    now = utcnow()
+    with session() as db:
+        failed = db.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.publications >= max_publications,
+                _stuck(now, after, max_publications),
+            )
+            .values(status=JobStatus.FAILED, error=error, finished_at=now)
+        )
+        return failed.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def _stuck(now: datetime, after: timedelta, max_publications: int) -> ColumnElement[bool]:
+    not_started = or_(
+        Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+        (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < now - after),
+    )
+    # Waited `after` past its due time once for each publication so far, and once more.
+    overdue = [
+        (Job.publications == times) & (Job.due_at < now - after * (times + 1))
+        for times in range(max_publications)
+    ]
+    last = after * (max_publications + 1)
+    overdue.append((Job.publications >= max_publications) & (Job.due_at < now - last))
+    return and_(not_started, or_(*overdue))
+
+
+def republications() -> int:
+    """How often jobs were published again, over the job records still kept."""
+    with session() as db:
+        return db.scalar(select(func.coalesce(func.sum(Job.publications), 0))) or 0
+
+
+def upload_keys() -> set[str]:
+    """The key of every upload a job record names (one scan, however many there are)."""
+    with session() as db:
+        keys = db.scalars(
+            select(Job.payload["key"].as_string()).where(Job.kind == JobKind.PROCESS_FILE)
+        )
+        return set(keys)
 
 
 def delete_jobs(job_ids: Sequence[str]) -> int:

@@ -69,11 +69,16 @@ class Settings(BaseSettings):
     # Seconds until the broker hands an unacknowledged message to another worker.
     broker_visibility_timeout: int = Field(default=30, gt=0)
 {%- endif %}
+    # A job not started this long after it was due is presumed lost by the broker and published
+    # again: far longer than any redelivery or lease above, so an ordinary one never looks lost.
+    stuck_job_after: Duration = timedelta(minutes=5)
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
         if self.cleanup_interval <= timedelta(0) or self.retention < timedelta(0):
             raise ValueError("CLEANUP_INTERVAL must be positive and RETENTION not negative")
+        if self.stuck_job_after < timedelta(seconds=2) or self.stuck_job_after <= self.job_lease:
+            raise ValueError("STUCK_JOB_AFTER must be at least 2 s and longer than JOB_LEASE")
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
         # A delayed message held by a worker for longer than this would be delivered twice.
         longest_delay = max(self.retry_backoff_max, self.job_lease.total_seconds())
@@ -81,6 +86,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RETRY_BACKOFF_MAX and JOB_LEASE must be shorter than BROKER_VISIBILITY_TIMEOUT"
             )
+        # The broker hands a message back after its visibility timeout: that job is not lost.
+        if self.stuck_job_after.total_seconds() <= self.broker_visibility_timeout:
+            raise ValueError("STUCK_JOB_AFTER must be longer than BROKER_VISIBILITY_TIMEOUT")
 {%- endif %}
         return self
 

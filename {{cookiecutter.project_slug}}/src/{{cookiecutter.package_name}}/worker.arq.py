@@ -1,10 +1,10 @@
-"""The ARQ workers, the functions that run each job, and the cleanup schedule.
+"""The ARQ workers, the functions that run each job, and the schedule.
 
 Short jobs and long ones have their own queue and worker, because ARQ lets a job's lease last as
 long as the longest timeout among its worker's functions; a lost email is then retried within
 about 30 s however long file processing may take:
 
-    arq {{ cookiecutter.package_name }}.worker.WorkerSettings       # welcome emails, cleanup
+    arq {{ cookiecutter.package_name }}.worker.WorkerSettings       # emails, scheduled work
     arq {{ cookiecutter.package_name }}.worker.FileWorkerSettings   # uploaded files
 """
 
@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from . import cleanup, jobs
+from . import cleanup, jobs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
@@ -73,6 +73,19 @@ async def cleanup_expired(ctx: dict[str, Any]) -> dict[str, int]:
     return await asyncio.to_thread(cleanup.delete_expired)
 
 
+async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    redis = connect()  # fails fast, where the worker's own connection waits for Redis
+
+    def publish(job: Job) -> bool:
+        return asyncio.run_coroutine_threadsafe(enqueue(redis, job), loop).result()
+
+    try:
+        return await asyncio.to_thread(reconcile.run, publish)
+    finally:
+        await redis.aclose()
+
+
 # Workers wait for Redis to come back rather than exit.
 _redis_settings = RedisSettings.from_dsn(settings.broker_url)
 _redis_settings.conn_timeout = 3
@@ -81,7 +94,7 @@ _redis_settings.retry = RedisRetry(ExponentialBackoff(cap=10, base=0.5), retries
 
 
 class WorkerSettings:
-    """Welcome emails and the scheduled cleanup: short jobs, retried quickly if a worker dies."""
+    """Welcome emails and the scheduled work: short jobs, retried quickly if a worker dies."""
 
     redis_settings = _redis_settings
     queue_name = QUEUE
@@ -92,6 +105,12 @@ class WorkerSettings:
             **cron_fields(settings.cleanup_interval),  # type: ignore[arg-type]
             timeout=settings.cleanup_timeout,
             unique=True,  # one run per tick, however many workers run
+        ),
+        cron(
+            reconcile_jobs,
+            **cron_fields(reconcile.every()),  # type: ignore[arg-type]
+            timeout=settings.cleanup_timeout,
+            unique=True,
         ),
     )
     job_serializer = serialize
@@ -124,13 +143,17 @@ def connect() -> ArqRedis:
     return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
 
 
-async def enqueue(redis: ArqRedis, job: Job) -> None:
-    """Add the job to its queue, or raise BrokerUnavailable within a few seconds."""
+async def enqueue(redis: ArqRedis, job: Job) -> bool:
+    """Add the job to its queue, or raise BrokerUnavailable within a few seconds.
+
+    False if the queue holds the job already: ARQ keeps one job per id until it has run.
+    """
     function, queue = _FUNCTIONS[JobKind(job.kind)]
     try:
-        await redis.enqueue_job(function, job.id, _job_id=job.id, _queue_name=queue)
+        added = await redis.enqueue_job(function, job.id, _job_id=job.id, _queue_name=queue)
     except (RedisError, OSError) as exc:
         raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+    return added is not None
 
 
 async def ping(redis: ArqRedis) -> None:

@@ -1,4 +1,4 @@
-"""The Celery app: the broker settings, the tasks that run each job, and the cleanup schedule.
+"""The Celery app: the broker settings, the tasks that run each job, and the schedule.
 
 Short I/O-bound jobs (emails, the cleanup) and CPU-bound ones (uploaded files) have their own
 queue and worker, sized for their kind of work, so that a burst of files never delays an email:
@@ -21,7 +21,7 @@ from celery.signals import worker_process_init
 from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
-from . import cleanup, database, jobs
+from . import cleanup, database, jobs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
@@ -92,7 +92,12 @@ app.conf.update(
             "task": "{{ cookiecutter.package_name }}.cleanup",
             "schedule": settings.cleanup_interval,
             "options": {"expires": settings.cleanup_interval.total_seconds()},
-        }
+        },
+        "reconcile": {
+            "task": "{{ cookiecutter.package_name }}.reconcile",
+            "schedule": reconcile.every(),
+            "options": {"expires": reconcile.every().total_seconds()},
+        },
     },
 )
 
@@ -137,6 +142,15 @@ def process_file(self: Task, job_id: str) -> None:
 )
 def run_cleanup() -> dict[str, int]:
     return cleanup.delete_expired()
+
+
+@app.task(
+    name="{{ cookiecutter.package_name }}.reconcile",
+    soft_time_limit=settings.cleanup_timeout,
+    time_limit=settings.cleanup_timeout + 5,
+)
+def reconcile_jobs() -> dict[str, int]:
+    return reconcile.run(enqueue)
 
 
 TASKS = {JobKind.WELCOME_EMAIL: send_welcome_email, JobKind.PROCESS_FILE: process_file}

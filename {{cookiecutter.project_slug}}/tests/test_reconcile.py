@@ -1,0 +1,241 @@
+"""Jobs whose message the broker lost are published again; orphan uploads are deleted."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from {{ cookiecutter.package_name }} import database, files, reconcile, records
+from {{ cookiecutter.package_name }}.database import utcnow
+from {{ cookiecutter.package_name }}.settings import get_settings
+
+from tests import workers
+from tests.conftest import Api, Mailbox
+from tests.processes import stop
+from tests.test_reliability import procfile_command
+
+SETTINGS = get_settings()
+AFTER = SETTINGS.stuck_job_after
+TICK = reconcile.every()
+# Time for worker processes to start, on a busy machine.
+START_UP = 15.0
+
+
+def set_job(job_id: str, **values: Any) -> None:
+    with database.session() as db:
+        db.execute(update(records.Job).where(records.Job.id == job_id).values(**values))
+
+
+def overdue(job_id: str) -> None:
+    """Make a job look as if it had waited past STUCK_JOB_AFTER without starting."""
+    set_job(job_id, due_at=utcnow() - AFTER - timedelta(seconds=1))
+
+
+def record(job_id: str) -> records.Job:
+    job = records.get_job(job_id)
+    assert job is not None
+    return job
+
+
+def new_address() -> str:
+    return f"stuck-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def test_the_reconciler_runs_at_least_every_half_stuck_job_after() -> None:
+    assert 1 <= workers.reconcile_every_seconds() <= AFTER.total_seconds() / 2
+
+
+def test_a_job_whose_message_never_reached_the_broker_completes(api: Api, mailbox: Mailbox) -> None:
+    # The web process committed the record, then died before it published the message.
+    address = new_address()
+    job = records.create_signup_job(address, "Ada")
+    overdue(job.id)
+
+    workers.reconcile_now()
+
+    finished = api.wait_for_job(job.id)
+    assert finished["status"] == "succeeded", finished
+    assert finished["attempts"] == 1
+    assert record(job.id).publications == 1
+    assert len(mailbox.to(address)) == 1
+
+
+def test_a_slow_backlog_published_again_still_runs_each_job_once(
+    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+) -> None:
+    addresses = [new_address() for _ in range(3)]
+    worker.stop()
+    try:
+        job_ids = [
+            api.post_json("/signups", {"email": a, "name": "Grace"})[1]["job_id"] for a in addresses
+        ]
+        for job_id in job_ids:
+            overdue(job_id)  # longer in the queue than STUCK_JOB_AFTER
+        workers.reconcile_now()
+    finally:
+        worker.start()
+
+    for job_id, address in zip(job_ids, addresses, strict=True):
+        finished = api.wait_for_job(job_id)
+        assert finished["status"] == "succeeded", finished
+        assert finished["attempts"] == 1
+        assert len(mailbox.to(address)) == 1
+{%- if cookiecutter.task_queue == "arq" %}
+        # ARQ keeps one job per id while it is queued: nothing was published twice.
+        assert record(job_id).publications == 0
+{%- else %}
+        assert record(job_id).publications == 1
+{%- endif %}
+
+
+def test_a_running_job_is_left_alone_while_its_worker_reports(api: Api, mailbox: Mailbox) -> None:
+    address = new_address()
+    job = records.create_signup_job(address, "Barbara")
+    claimed = records.claim(job.id, SETTINGS.job_lease, SETTINGS.job_max_attempts)
+    assert claimed is records.Claim.CLAIMED
+    long_ago = utcnow() - AFTER * 10
+    set_job(job.id, due_at=long_ago, started_at=long_ago)
+    records.heartbeat(job.id, 0.5)  # a long job that keeps reporting
+
+    workers.reconcile_now()
+
+    assert record(job.id).status == "running"
+    assert record(job.id).publications == 0
+
+    # Its worker went silent, and the broker lost its message: it is taken over.
+    set_job(job.id, heartbeat_at=utcnow() - AFTER - timedelta(seconds=1))
+    workers.reconcile_now()
+
+    finished = api.wait_for_job(job.id)
+    assert finished["status"] == "succeeded", finished
+    assert finished["attempts"] == 2
+    assert record(job.id).publications == 1
+    assert len(mailbox.to(address)) == 1
+
+
+def test_a_job_no_worker_takes_fails_after_its_last_publication(api: Api, mailbox: Mailbox) -> None:
+    address = new_address()
+    job = records.create_signup_job(address, "Edsger")
+    most = SETTINGS.job_max_attempts
+    set_job(job.id, publications=most, due_at=utcnow() - AFTER * (most + 2))
+
+    workers.reconcile_now()
+
+    failed = api.wait_for_job(job.id)
+    assert failed["status"] == "failed", failed
+    assert f"never started: published again {most} times" in failed["error"]
+    assert mailbox.to(address) == []
+
+
+def test_orphan_uploads_are_deleted_when_old_and_kept_when_fresh(api: Api) -> None:
+    upload_dir = files.upload_dir()
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    _, body = api.upload("/files", "file", "kept.csv", b"id\n1\n", "text/csv")
+    named = record(body["job_id"]).payload["key"]
+    orphan, fresh, unfinished = (uuid.uuid4().hex for _ in range(3))
+    paths = {
+        "named": files.original_path(named),
+        "orphan": files.original_path(orphan),
+        "orphan thumbnail": files.thumbnail_path(orphan),
+        "unfinished": upload_dir / f"{unfinished}.part",
+        "fresh": files.original_path(fresh),
+        "fresh unfinished": upload_dir / f"{fresh}.part",
+        "not ours": upload_dir / "notes.txt",
+    }
+    an_hour_ago = time.time() - reconcile.ORPHAN_AGE.total_seconds() - 60
+    for name, path in paths.items():
+        if not path.exists():
+            path.write_bytes(b"data")
+        if not name.startswith("fresh"):
+            os.utime(path, (an_hour_ago, an_hour_ago))
+
+    workers.reconcile_now()
+
+    left = {name for name, path in paths.items() if path.exists()}
+    assert left == {"named", "fresh", "fresh unfinished", "not ours"}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+
+
+# Drills: worker processes and a scheduler, as the Procfile runs them, on a broker that lost jobs.
+
+
+@contextmanager
+def scheduled_workers(env: dict[str, str]) -> Iterator[None]:
+    """The Procfile's workers and scheduler, for as long as the block runs."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    cwd = tempfile.mkdtemp(prefix="workers-")  # the scheduler keeps its state file there
+    started = []
+    try:
+        for name in ("worker", "file_worker", "scheduler"):
+            try:
+                command = procfile_command(name)
+            except LookupError:
+                continue
+            started.append(
+                subprocess.Popen(
+                    ["/bin/sh", "-c", f"exec {command}"], env=env, cwd=cwd, start_new_session=True
+                )
+            )
+        yield
+    finally:
+        for process in started:
+            stop(process)
+
+
+def submit(post_signup: Any, post_upload: Any) -> dict[str, str]:
+    """Three signups and an upload: their job ids, with the address each email goes to."""
+    jobs = {}
+    for _ in range(3):
+        address = new_address()
+        status, body = post_signup({"email": address, "name": "Margaret"})
+        assert status == 202, body
+        jobs[body["job_id"]] = address
+    status, body = post_upload("lost.csv", b"id,name\n1,Ada\n")
+    assert status == 202, body
+    jobs[body["job_id"]] = ""
+    return jobs
+
+
+def assert_all_complete_once(
+    api: Api, mailbox: Mailbox, jobs: dict[str, str], since: float
+) -> None:
+    """Each job succeeds within STUCK_JOB_AFTER and a tick (and a start-up); each email once."""
+    limit = (AFTER + TICK).total_seconds() + START_UP
+    for job_id, address in jobs.items():
+        finished = api.wait_for_job(job_id, timeout=limit - (time.monotonic() - since))
+        assert finished["status"] == "succeeded", finished
+        assert record(job_id).publications >= 1
+        if address:
+            assert len(mailbox.to(address)) == 1
+    print(f"all jobs done {time.monotonic() - since:.1f}s after they were accepted")
+
+
+@pytest.mark.drill
+@pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
+def test_jobs_complete_after_their_queue_is_purged(
+    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+) -> None:
+    worker.stop()
+    try:
+        accepted = time.monotonic()
+        jobs = submit(
+            lambda body: api.post_json("/signups", body),
+            lambda name, content: api.upload("/files", "file", name, content, "text/csv"),
+        )
+        workers.purge()
+        with scheduled_workers(dict(os.environ)):
+            assert_all_complete_once(api, mailbox, jobs, since=accepted)
+    finally:
+        worker.start()
