@@ -388,6 +388,20 @@ def measure(
     return result
 
 
+def seed_commands(combo: dict[str, str]) -> dict[str, str]:
+    """The bare app's processes, served as a seed app is: by uvicorn or gunicorn, defaults."""
+    queue, framework = combo["task_queue"], combo["web_framework"]
+    web = {
+        "fastapi": f"uvicorn {framework}_{queue}:app --host 127.0.0.1 --port $PORT",
+        "flask": f"gunicorn --bind 127.0.0.1:$PORT {framework}_{queue}:app",
+    }
+    worker = {
+        "celery": "celery -A celery_tasks worker --loglevel INFO",
+        "arq": "arq arq_tasks.WorkerSettings",
+    }
+    return {"web": web[framework], "worker": worker[queue]}
+
+
 def procfile(project: Path) -> dict[str, str]:
     entries = {}
     for line in (project / "Procfile").read_text().splitlines():
@@ -509,20 +523,10 @@ def bench(combo: dict[str, str], template: Path, python: str, first: str) -> dic
         run(["/bin/sh", "-c", entries["release"]], project, project_env)
         project_side = {n: c for n, c in entries.items() if n == "web" or "worker" in n}
 
-        queue, framework = combo["task_queue"], combo["web_framework"]
-        if framework == "fastapi":
-            web = f"uvicorn {framework}_{queue}:app --host 127.0.0.1 --port $PORT"
-        else:
-            web = f"gunicorn --bind 127.0.0.1:$PORT {framework}_{queue}:app"
-        if queue == "celery":
-            worker = "celery -A celery_tasks worker --loglevel INFO"
-        else:
-            worker = "arq arq_tasks.WorkerSettings"
         bare_env = common | {"SEED_QUEUE": seed_queue, "PYTHONPATH": str(SEED)}
-
         sides = {
             "project": (project_side, project, project_env),
-            "bare": ({"web": web, "worker": worker}, SEED, bare_env),
+            "bare": (seed_commands(combo), SEED, bare_env),
         }
         order = [first, *(side for side in sides if side != first)]
         results: dict[str, Any] = {}
