@@ -476,6 +476,7 @@ with Connection(sys.argv[1]) as connection:
 
 def bench(combo: dict[str, str], template: Path, python: str, first: str) -> dict[str, Any]:
     """Bake, install and measure one combination, both sides; `first` is the side run first."""
+    began = time.monotonic()
     token = secrets.token_hex(3)
     package = f"bench_{token}"
     work = Path(tempfile.mkdtemp(prefix=f"bench-{combination_name(combo)}-"))
@@ -490,6 +491,7 @@ def bench(combo: dict[str, str], template: Path, python: str, first: str) -> dic
     if combo["task_queue"] == "arq":
         run([uv(), "pip", "install", "-q", "--python", venv_python, "aiosmtplib"], project, env)
     seed_queue = f"seed_{token}"
+    print(f"    baked and installed in {time.monotonic() - began:.0f} s", flush=True)
 
     with ExitStack() as stack:
         if combo["broker"] == "redis":
