@@ -73,7 +73,7 @@ LATENCY_SECONDS = 8  # for at most this long once
 LATENCY_MIN_SAMPLES = 20  # this many are measured
 BURST = 200  # signups queued while the workers are paused
 BURST_THREADS = 8
-WRK_SECONDS = 10
+WRK_SECONDS = 5
 WRK_CONNECTIONS = 32
 DRAIN = 45  # seconds to wait at most for the emails of a burst or a load, while they arrive
 STALL = 10  # seconds without any arriving after which the missing emails count as lost
@@ -601,6 +601,9 @@ def main() -> None:
     parser.add_argument("--python", default="3.12", help="the projects' Python version")
     args = parser.parse_args()
     combos = plan(args.combinations)
+    # Stopped (even when started in the background, where SIGINT is ignored): clean up first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(f"stopped by signal {signum}"))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
     started = time.monotonic()
