@@ -50,6 +50,8 @@ TEST_ENV = {
     "JOB_LEASE": "3",
     "EMAIL_TIMEOUT": "3",
     "CLEANUP_TIMEOUT": "3",
+    "DASHBOARD_USERNAME": "operator",
+    "DASHBOARD_PASSWORD": "correct horse battery staple",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}
@@ -74,6 +76,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refuse_next = 0
+        self.refusal = "451 4.3.0 Try again later"
         self.stall = threading.Event()  # while set, messages are held until released, then dropped
         self.stalled = threading.Event()  # set once a message is being held
         self.release = threading.Event()
@@ -81,7 +84,7 @@ class Mailbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse_next > 0:
             self.refuse_next -= 1
-            return "451 4.3.0 Try again later"
+            return self.refusal
         if self.stall.is_set():
             self.stalled.set()
             await asyncio.to_thread(self.release.wait)
@@ -107,6 +110,7 @@ def smtp_server() -> Iterator[Mailbox]:
 @pytest.fixture
 def mailbox(smtp_server: Mailbox) -> Mailbox:
     smtp_server.refuse_next = 0
+    smtp_server.refusal = "451 4.3.0 Try again later"
     smtp_server.stall.clear()
     smtp_server.stalled.clear()
     smtp_server.release.clear()

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # Seconds until the broker hands an unacknowledged message to another worker.
     broker_visibility_timeout: int = Field(default=30, gt=0)
 {%- endif %}
+    # The jobs dashboard and retries: HTTP basic auth; without both, they answer 404.
+    dashboard_username: str = ""
+    dashboard_password: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
                 "RETRY_BACKOFF_MAX and JOB_LEASE must be shorter than BROKER_VISIBILITY_TIMEOUT"
             )
 {%- endif %}
+        return self
+
+    @model_validator(mode="after")
+    def _check_dashboard(self) -> Self:
+        if bool(self.dashboard_username) != bool(self.dashboard_password.get_secret_value()):
+            raise ValueError("set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
         return self
 
 

@@ -22,6 +22,7 @@ from .settings import get_settings
 
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
+QUEUES = (QUEUE,)  # every queue a worker consumes, for the queue depths
 {%- if cookiecutter.broker == "sqs" %}
 
 
@@ -143,3 +144,21 @@ def ping() -> None:
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=3)
         connection.default_channel  # noqa: B018 - opening a channel talks to the broker
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue (not those a worker holds), or raise BrokerUnavailable."""
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+            return {queue: _depth(connection, queue) for queue in QUEUES}
+    except (OperationalError, KombuError, OSError) as exc:
+        raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+def _depth(connection: Any, queue: str) -> int:
+    with connection.channel() as channel:
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except connection.channel_errors:
+            return 0  # no such queue yet{% if cookiecutter.broker == "redis" %} (Redis keeps no empty list){% endif %}
