@@ -157,6 +157,10 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
 
 
+def _when_short(moment: datetime) -> str:
+    return moment.strftime("%m-%d %H:%M:%S")
+
+
 def _seconds(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -173,6 +177,7 @@ def _took(job: Job) -> float | None:
 
 
 _templates.filters["when"] = _when
+_templates.filters["when_short"] = _when_short
 _templates.filters["seconds"] = _seconds
 _templates.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
 _templates.globals["took"] = _took

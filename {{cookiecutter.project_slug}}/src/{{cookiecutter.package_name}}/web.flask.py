@@ -11,6 +11,7 @@ from collections.abc import Callable{% if cookiecutter.task_queue == "arq" %}, C
 from typing import Any{% if cookiecutter.task_queue == "arq" %}, TypeVar{% endif %}
 
 from flask import Blueprint, Flask, Response, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -184,7 +185,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         return Response(page, headers=dashboard.PAGE_HEADERS)
 
     @board.post("/dashboard/jobs/<job_id>/retry")
-    def retry_from_dashboard(job_id: str) -> tuple[Response, int] | Response:
+    def retry_from_dashboard(job_id: str) -> ResponseReturnValue:
         response, status = retry_job(job_id)
         if status != 202:
             return response, status
