@@ -7,6 +7,7 @@ scheduler with `celery -A {{ cookiecutter.package_name }}.worker beat`.
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
+import threading
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
@@ -146,19 +147,28 @@ def ping() -> None:
         connection.default_channel  # noqa: B018 - opening a channel talks to the broker
 
 
+# A connection of its own for reading queue depths, opened on first use and then kept.
+_depths_connection = app.connection_for_read()
+_depths_lock = threading.Lock()
+
+
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each queue (not those a worker holds), or raise BrokerUnavailable."""
-    try:
-        with app.connection_for_read() as connection:
+    connection = _depths_connection
+    with _depths_lock:
+        try:
             connection.ensure_connection(max_retries=1, timeout=3)
             return {queue: _depth(connection, queue) for queue in QUEUES}
-    except (OperationalError, KombuError, OSError) as exc:
-        raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+        except (*connection.connection_errors, OperationalError, KombuError, OSError) as exc:
+            connection.close()  # connect afresh next time
+            raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
 
 def _depth(connection: Any, queue: str) -> int:
-    with connection.channel() as channel:
-        try:
-            return int(channel.queue_declare(queue=queue, passive=True).message_count)
-        except connection.channel_errors:
-            return 0  # no such queue yet{% if cookiecutter.broker == "redis" %} (Redis keeps no empty list){% endif %}
+    try:
+        declared = connection.default_channel.queue_declare(queue=queue, passive=True)
+    except connection.channel_errors:
+        # No such queue yet{% if cookiecutter.broker == "redis" %} (Redis keeps no empty list){% elif cookiecutter.broker == "rabbitmq" %}, and RabbitMQ closed the channel{% endif %}: start afresh next time.
+        connection.close()
+        return 0
+    return int(declared.message_count)
