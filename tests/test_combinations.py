@@ -27,6 +27,14 @@ from tests.conftest import Databases, broker_url
 OFFLINE = combinations.first_per("task_queue", "web_framework")
 # The projects' long fault drills (tests marked `drill`) run once for each queue and broker.
 DRILLS = combinations.one_per(("task_queue", "broker"), spread=("web_framework", "database"))
+# The projects' browser test (a real headless Chromium) runs once for each web framework, on
+# bakes that run neither the drills nor the offline tier; ARQ's, last in FULL, are offered first
+# so that both queues get one.
+BROWSER = combinations.one_per(
+    ("web_framework",),
+    spread=("task_queue", "broker", "database"),
+    among=[plan for plan in reversed(FULL) if plan not in DRILLS and plan not in OFFLINE],
+)
 
 
 @pytest.mark.parametrize("plan", FULL, ids=combinations.plan_id)
@@ -58,11 +66,11 @@ def test_combination(
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
         services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
-    counts = run_suite(project, services, drills=plan in DRILLS)
+    counts = run_suite(project, services, drills=plan in DRILLS, browser=plan in BROWSER)
     assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
-        counts = run_suite(project, {}, drills=False)
+        counts = run_suite(project, {}, drills=False, browser=False)
         assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
     tested = time.monotonic()
     finish(mypy)
@@ -72,12 +80,16 @@ def test_combination(
     )
 
 
-def run_suite(project: Path, services: dict[str, str], drills: bool = True) -> dict[str, int]:
-    """Run the project's own tests, its drills or not; count them from their JUnit report."""
+def run_suite(
+    project: Path, services: dict[str, str], drills: bool = True, browser: bool = True
+) -> dict[str, int]:
+    """Run the project's own tests, with its drills and browser test or not; count them from
+    their JUnit report."""
     report = project / "report.xml"
     pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
-    if not drills:
-        pytest_command += ["-m", "not drill"]
+    wanted = {"drill": drills, "browser": browser}
+    if left_out := [f"not {marker}" for marker, run in wanted.items() if not run]:
+        pytest_command += ["-m", " and ".join(left_out)]
     run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None

@@ -51,6 +51,8 @@ TEST_ENV = {
     "EMAIL_TIMEOUT": "3",
     "CLEANUP_TIMEOUT": "3",
     "STUCK_JOB_AFTER": "6",
+    "DASHBOARD_USERNAME": "operator",
+    "DASHBOARD_PASSWORD": "correct horse battery staple",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}
@@ -75,6 +77,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refuse_next = 0
+        self.refusal = "451 4.3.0 Try again later"
         self.stall = threading.Event()  # while set, messages are held until released, then dropped
         self.stalled = threading.Event()  # set once a message is being held
         self.release = threading.Event()
@@ -82,7 +85,7 @@ class Mailbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse_next > 0:
             self.refuse_next -= 1
-            return "451 4.3.0 Try again later"
+            return self.refusal
         if self.stall.is_set():
             self.stalled.set()
             await asyncio.to_thread(self.release.wait)
@@ -108,6 +111,7 @@ def smtp_server() -> Iterator[Mailbox]:
 @pytest.fixture
 def mailbox(smtp_server: Mailbox) -> Mailbox:
     smtp_server.refuse_next = 0
+    smtp_server.refusal = "451 4.3.0 Try again later"
     smtp_server.stall.clear()
     smtp_server.stalled.clear()
     smtp_server.release.clear()

@@ -4,6 +4,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -21,3 +30,40 @@ def kill(process: subprocess.Popen[bytes]) -> None:
 def stop(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+
+
+def procfile_command(process: str) -> str:
+    for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name == process:
+            return command.strip()
+    raise LookupError(process)
+
+
+@contextmanager
+def web_process(**env: str) -> Iterator[str]:
+    """The Procfile's web process, with this environment and `env`; its base URL once it answers."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    environment = os.environ | {"PORT": str(port), **env}
+    environment["PATH"] = f"{bin_dir}{os.pathsep}{environment['PATH']}"
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=environment, cwd=PROJECT_ROOT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/jobs/-", timeout=10).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (404: there is no such job)
+            except OSError:
+                assert process.poll() is None, "the web process exited"
+                assert time.monotonic() < deadline, "the web process did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

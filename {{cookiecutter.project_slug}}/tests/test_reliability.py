@@ -1,22 +1,19 @@
 """What happens when a worker dies, the broker is down, or the database moves on."""
 
+import base64
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import workers
-from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, stored_files
-from tests.processes import free_port, kill, stop
+from tests.conftest import TEST_ENV, Api, Mailbox, count_rows, stored_files
+from tests.processes import kill, stop, web_process
 
 
 @pytest.fixture
@@ -87,39 +84,11 @@ def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
     return call(urllib.request.Request(url, data=body, headers=headers))
 
 
-def procfile_command(process: str) -> str:
-    for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name == process:
-            return command.strip()
-    raise LookupError(process)
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def web_without_broker(migrated_database: None) -> Iterator[str]:
     """The Procfile's web process, started while the broker cannot be reached."""
-    port = free_port()
-    env = os.environ | {"PORT": str(port), "BROKER_URL": workers.UNREACHABLE_BROKER_URL}
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=env, cwd=PROJECT_ROOT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                call(f"{base}/jobs/{uuid.uuid4()}")
-                break
-            except OSError:
-                assert process.poll() is None, "the web process exited"
-                assert time.monotonic() < deadline, "the web process did not start"
-                time.sleep(0.2)
+    with web_process(BROKER_URL=workers.UNREACHABLE_BROKER_URL) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broker: str) -> None:
@@ -144,6 +113,24 @@ def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broke
 
     assert count_rows() == rows
     assert stored_files() == files
+
+
+def test_broker_down_a_retry_answers_503_and_the_job_stays_failed(
+    web_without_broker: str, api: Api, mailbox: Mailbox
+) -> None:
+    mailbox.refusal, mailbox.refuse_next = "550 5.1.1 Mailbox unavailable", 1
+    _, body = api.post_json("/signups", {"email": "refused@example.com", "name": "R"})
+    before = api.wait_for_job(body["job_id"])
+    assert before["status"] == "failed", before
+
+    credentials = f"{TEST_ENV['DASHBOARD_USERNAME']}:{TEST_ENV['DASHBOARD_PASSWORD']}"
+    headers = {"Authorization": f"Basic {base64.b64encode(credentials.encode()).decode()}"}
+    url = f"{web_without_broker}/jobs/{body['job_id']}/retry"
+    status, answer = call(urllib.request.Request(url, method="POST", headers=headers))
+
+    assert status == 503, answer
+    assert "still failed" in answer["error"]
+    assert api.get(f"/jobs/{body['job_id']}")[1] == before
 
 
 def test_health_is_ok_when_broker_and_database_answer(api: Api) -> None:

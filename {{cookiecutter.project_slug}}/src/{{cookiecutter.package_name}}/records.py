@@ -209,6 +209,41 @@ def fail(job_id: str, error: str) -> None:
     _set(job_id, status=JobStatus.FAILED, error=error, finished_at=utcnow())
 
 
+def reopen(job_id: str) -> Job | None:
+    """Queue a failed job again, with a fresh count of attempts; None if it is not failed.
+
+    The error of the failed run stays until the next run starts. Returns the record as it was,
+    for `restore` should the queue not take the job.
+    """
+    with session() as db:
+        job = db.get(Job, job_id)
+        if job is None or job.status != JobStatus.FAILED:
+            return None
+        db.expunge(job)
+        reopened = db.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.FAILED)
+            .values(status=JobStatus.QUEUED, attempts=0, progress=0.0, finished_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return job if reopened.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def restore(job: Job) -> None:
+    """Put back a job that `reopen` queued, as it was, if no worker has started it."""
+    with session() as db:
+        db.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.QUEUED, Job.attempts == 0)
+            .values(
+                status=job.status,
+                attempts=job.attempts,
+                progress=job.progress,
+                finished_at=job.finished_at,
+            )
+        )
+
+
 def finished_before(cutoff: datetime, limit: int) -> Sequence[Job]:
     """The oldest finished jobs that ended before `cutoff`, at most `limit` of them."""
     with session() as db:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # A job not started this long after it was due is presumed lost by the broker and published
     # again: far longer than any redelivery or lease above, so an ordinary one never looks lost.
     stuck_job_after: Duration = timedelta(minutes=5)
+    # The jobs dashboard and retries: HTTP basic auth; without both, they answer 404.
+    dashboard_username: str = ""
+    dashboard_password: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
@@ -90,6 +93,12 @@ class Settings(BaseSettings):
         if self.stuck_job_after.total_seconds() <= self.broker_visibility_timeout:
             raise ValueError("STUCK_JOB_AFTER must be longer than BROKER_VISIBILITY_TIMEOUT")
 {%- endif %}
+        return self
+
+    @model_validator(mode="after")
+    def _check_dashboard(self) -> Self:
+        if bool(self.dashboard_username) != bool(self.dashboard_password.get_secret_value()):
+            raise ValueError("set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
         return self
 
 

@@ -1,4 +1,4 @@
-"""The HTTP API: sign up, upload a file, follow a job, check health.
+"""The HTTP API: sign up, upload a file, follow a job, check health; metrics and the dashboard.
 
 Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`.
 """
@@ -10,25 +10,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api, database, files, jobs, records, worker
+from . import api, dashboard, database, files, jobs, metrics, records, worker
 from .records import Job
-from .settings import get_settings
+from .settings import Settings, get_settings
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,20 +50,30 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        response = error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(dashboard.BadRequest)
+    async def bad_request(request: Request, exc: dashboard.BadRequest) -> JSONResponse:
+        return error(exc.status, str(exc))
 
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return error(503, api.DATABASE_DOWN)
 
+    async def publish(job: Job) -> None:
+        """Hand a recorded job to the queue, or raise jobs.BrokerUnavailable."""
+{%- if cookiecutter.task_queue == "arq" %}
+        await worker.enqueue(app.state.redis, job)
+{%- else %}
+        await run_in_threadpool(worker.enqueue, job)
+{%- endif %}
+
     async def dispatch(job: Job) -> JSONResponse:
         """Hand a recorded job to the queue; if the broker is down, take the job back."""
         try:
-{%- if cookiecutter.task_queue == "arq" %}
-            await worker.enqueue(app.state.redis, job)
-{%- else %}
-            await run_in_threadpool(worker.enqueue, job)
-{%- endif %}
+            await publish(job)
         except jobs.BrokerUnavailable:
             await run_in_threadpool(jobs.withdraw, job)
             return error(503, api.QUEUE_DOWN)
@@ -118,6 +128,74 @@ def create_app() -> FastAPI:
         body = {"status": "ok" if healthy else "unavailable", "checks": checks}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
+    async def queue_depths() -> dict[str, int] | None:
+        """Messages in each queue, or None if the broker does not answer."""
+        try:
+{%- if cookiecutter.task_queue == "arq" %}
+            return await asyncio.wait_for(worker.queue_depths(app.state.redis), 5)
+        except (jobs.BrokerUnavailable, TimeoutError):
+{%- else %}
+            return await run_in_threadpool(worker.queue_depths)
+        except jobs.BrokerUnavailable:
+{%- endif %}
+            return None
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        body, content_type = await run_in_threadpool(
+            metrics.exposition, await queue_depths(), accept
+        )
+        return Response(body, headers={"Content-Type": content_type})
+
+    credentials = dashboard.Credentials.configured(settings)
+    if credentials is None:
+        return app  # no dashboard without credentials: its paths answer 404
+
+    def authorize(request: Request) -> None:
+        if not credentials.accept(request.headers.get("authorization")):
+            raise StarletteHTTPException(401, "credentials required", headers=dashboard.CHALLENGE)
+        headers = request.headers
+        if request.method == "POST" and dashboard.cross_site(
+            headers.get("sec-fetch-site"), headers.get("origin"), headers.get("host")
+        ):
+            raise StarletteHTTPException(403, "cross-site request refused")
+
+    board = APIRouter(dependencies=[Depends(authorize)])
+
+    async def retry(job_id: str) -> JSONResponse:
+        """Queue a failed job again; if the broker is down, it stays failed."""
+        job = await run_in_threadpool(dashboard.reopen, job_id)
+        try:
+            await publish(job)
+        except jobs.BrokerUnavailable:
+            await run_in_threadpool(records.restore, job)
+            return error(503, dashboard.QUEUE_DOWN)
+        return JSONResponse(dashboard.requeued(job), status_code=202)
+
+    @board.post("/jobs/{job_id}/retry", status_code=202)
+    async def retry_job(job_id: str) -> JSONResponse:
+        return await retry(job_id)
+
+    @board.get("/dashboard", include_in_schema=False)
+    async def overview(kind: str = "", status: str = "") -> HTMLResponse:
+        depths = await queue_depths()
+        page = await run_in_threadpool(dashboard.overview_page, settings, kind, status, depths)
+        return HTMLResponse(page, headers=dashboard.PAGE_HEADERS)
+
+    @board.get("/dashboard/jobs/{job_id}", include_in_schema=False)
+    async def job_detail(job_id: str) -> HTMLResponse:
+        page = await run_in_threadpool(dashboard.job_page, settings, job_id)
+        return HTMLResponse(page, headers=dashboard.PAGE_HEADERS)
+
+    @board.post("/dashboard/jobs/{job_id}/retry", include_in_schema=False)
+    async def retry_from_dashboard(job_id: str) -> Response:
+        response = await retry(job_id)
+        if response.status_code != 202:
+            return response
+        return RedirectResponse(f"/dashboard/jobs/{job_id}", status_code=303)
+
+    app.include_router(board)
     return app
 
 

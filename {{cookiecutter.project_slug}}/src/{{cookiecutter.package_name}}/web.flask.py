@@ -1,4 +1,4 @@
-"""The HTTP API: sign up, upload a file, follow a job, check health.
+"""The HTTP API: sign up, upload a file, follow a job, check health; metrics and the dashboard.
 
 Serve it with `gunicorn "{{ cookiecutter.package_name }}.web:create_app()"`.
 """
@@ -10,14 +10,15 @@ import threading
 from collections.abc import Callable{% if cookiecutter.task_queue == "arq" %}, Coroutine{% endif %}
 from typing import Any{% if cookiecutter.task_queue == "arq" %}, TypeVar{% endif %}
 
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from . import api, database, files, jobs, records, worker
+from . import api, dashboard, database, files, jobs, metrics, records, worker
 from .records import Job
-from .settings import get_settings
+from .settings import Settings, get_settings
 {%- if cookiecutter.task_queue == "arq" %}
 
 T = TypeVar("T")
@@ -39,8 +40,8 @@ def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **extra}), status
 
 
-def create_app() -> Flask:
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
     app = Flask(__name__)
     # Werkzeug answers 413 itself as soon as a request body passes this size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + api.MULTIPART_OVERHEAD
@@ -57,14 +58,22 @@ def create_app() -> Flask:
     def database_down(exc: OperationalError) -> tuple[Response, int]:
         return error(503, api.DATABASE_DOWN)
 
+    @app.errorhandler(dashboard.BadRequest)
+    def bad_request(exc: dashboard.BadRequest) -> tuple[Response, int]:
+        return error(exc.status, str(exc))
+
+    def publish(job: Job) -> None:
+        """Hand a recorded job to the queue, or raise jobs.BrokerUnavailable."""
+{%- if cookiecutter.task_queue == "arq" %}
+        portal.run(worker.enqueue(redis, job))
+{%- else %}
+        worker.enqueue(job)
+{%- endif %}
+
     def dispatch(job: Job) -> tuple[Response, int]:
         """Hand a recorded job to the queue; if the broker is down, take the job back."""
         try:
-{%- if cookiecutter.task_queue == "arq" %}
-            portal.run(worker.enqueue(redis, job))
-{%- else %}
-            worker.enqueue(job)
-{%- endif %}
+            publish(job)
         except jobs.BrokerUnavailable:
             jobs.withdraw(job)
             return error(503, api.QUEUE_DOWN)
@@ -116,6 +125,73 @@ def create_app() -> Flask:
         body = {"status": "ok" if healthy else "unavailable", "checks": checks}
         return jsonify(body), 200 if healthy else 503
 
+    def queue_depths() -> dict[str, int] | None:
+        """Messages in each queue, or None if the broker does not answer."""
+        try:
+{%- if cookiecutter.task_queue == "arq" %}
+            return portal.run(worker.queue_depths(redis), timeout=5)
+        except (jobs.BrokerUnavailable, TimeoutError):
+{%- else %}
+            return worker.queue_depths()
+        except jobs.BrokerUnavailable:
+{%- endif %}
+            return None
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        accept = request.headers.get("Accept", "")
+        body, content_type = metrics.exposition(queue_depths(), accept)
+        return Response(body, content_type=content_type)
+
+    credentials = dashboard.Credentials.configured(settings)
+    if credentials is None:
+        return app  # no dashboard without credentials: its paths answer 404
+
+    board = Blueprint("dashboard", __name__)
+
+    @board.before_request
+    def authorize() -> tuple[Response, int] | None:
+        if not credentials.accept(request.headers.get("Authorization")):
+            response, status = error(401, "credentials required")
+            response.headers.update(dashboard.CHALLENGE)
+            return response, status
+        headers = request.headers
+        if request.method == "POST" and dashboard.cross_site(
+            headers.get("Sec-Fetch-Site"), headers.get("Origin"), headers.get("Host")
+        ):
+            return error(403, "cross-site request refused")
+        return None
+
+    @board.post("/jobs/<job_id>/retry")
+    def retry_job(job_id: str) -> tuple[Response, int]:
+        """Queue a failed job again; if the broker is down, it stays failed."""
+        job = dashboard.reopen(job_id)
+        try:
+            publish(job)
+        except jobs.BrokerUnavailable:
+            records.restore(job)
+            return error(503, dashboard.QUEUE_DOWN)
+        return jsonify(dashboard.requeued(job)), 202
+
+    @board.get("/dashboard")
+    def overview() -> Response:
+        kind, status = request.args.get("kind"), request.args.get("status")
+        page = dashboard.overview_page(settings, kind, status, queue_depths())
+        return Response(page, headers=dashboard.PAGE_HEADERS)
+
+    @board.get("/dashboard/jobs/<job_id>")
+    def job_detail(job_id: str) -> Response:
+        page = dashboard.job_page(settings, job_id)
+        return Response(page, headers=dashboard.PAGE_HEADERS)
+
+    @board.post("/dashboard/jobs/<job_id>/retry")
+    def retry_from_dashboard(job_id: str) -> ResponseReturnValue:
+        response, status = retry_job(job_id)
+        if status != 202:
+            return response, status
+        return redirect(f"/dashboard/jobs/{job_id}", code=303)
+
+    app.register_blueprint(board)
     return app
 
 

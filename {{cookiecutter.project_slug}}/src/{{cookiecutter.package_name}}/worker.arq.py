@@ -28,6 +28,7 @@ from .settings import get_settings
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}:default"
 FILE_QUEUE = "{{ cookiecutter.package_name }}:files"
+QUEUES = (QUEUE, FILE_QUEUE)
 # Our job records bound real attempts; ARQ's count also includes checks of jobs running elsewhere.
 MAX_TRIES = 100
 
@@ -158,3 +159,16 @@ async def enqueue(redis: ArqRedis, job: Job) -> bool:
 
 async def ping(redis: ArqRedis) -> None:
     await redis.ping()
+
+
+async def queue_depths(redis: ArqRedis) -> dict[str, int]:
+    """Jobs in each queue that have not finished (waiting, deferred or running: ARQ keeps a job
+    in its queue until it ends), or raise BrokerUnavailable."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for queue in QUEUES:
+                pipe.zcard(queue)
+            depths = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+    return dict(zip(QUEUES, map(int, depths), strict=True))

@@ -11,6 +11,7 @@ queue and worker, sized for their kind of work, so that a burst of files never d
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
+import threading
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from .settings import get_settings
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
 FILE_QUEUE = "{{ cookiecutter.package_name }}.files"
+QUEUES = (QUEUE, FILE_QUEUE)  # every queue a worker consumes, for the queue depths
 {%- if cookiecutter.broker == "sqs" %}
 
 
@@ -75,7 +77,7 @@ app.conf.update(
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1},
     task_default_queue=QUEUE,
     # A worker started without -Q consumes both queues; the Procfile gives each kind its own.
-    task_queues=[Queue(name, routing_key=name) for name in (QUEUE, FILE_QUEUE)],
+    task_queues=[Queue(name, routing_key=name) for name in QUEUES],
     task_routes={"{{ cookiecutter.package_name }}.process_file": {"queue": FILE_QUEUE}},
     task_serializer="json",
     accept_content=["json"],
@@ -169,3 +171,30 @@ def ping() -> None:
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=3)
         connection.default_channel  # noqa: B018 - opening a channel talks to the broker
+
+
+# A connection of its own for reading queue depths, opened on first use and then kept.
+_depths_connection = app.connection_for_read()
+_depths_lock = threading.Lock()
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each queue (not those a worker holds), or raise BrokerUnavailable."""
+    connection = _depths_connection
+    with _depths_lock:
+        try:
+            connection.ensure_connection(max_retries=1, timeout=3)
+            return {queue: _depth(connection, queue) for queue in QUEUES}
+        except (*connection.connection_errors, OperationalError, KombuError, OSError) as exc:
+            connection.close()  # connect afresh next time
+            raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+def _depth(connection: Any, queue: str) -> int:
+    try:
+        declared = connection.default_channel.queue_declare(queue=queue, passive=True)
+    except connection.channel_errors:
+        # No such queue yet{% if cookiecutter.broker == "redis" %} (Redis keeps no empty list){% elif cookiecutter.broker == "rabbitmq" %}, and RabbitMQ closed the channel{% endif %}: start afresh next time.
+        connection.close()
+        return 0
+    return int(declared.message_count)

@@ -1,0 +1,87 @@
+"""Prometheus metrics, read from the job records and the broker at each scrape.
+
+Nothing is counted in memory: a scrape of any web process reads the same records and queues, so
+the figures are right however many web processes and workers (and their forked children) run.
+"""
+
+import math
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.samples import Sample
+
+from . import stats
+from .database import utcnow
+from .records import JobKind
+
+# The durations are those of each kind's latest finished jobs, at most this many.
+DURATION_SAMPLE = 1000
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+class JobsCollector:
+    """Collects the figures once per scrape; `queue_depths` is None when the broker is down."""
+
+    def __init__(self, queue_depths: Mapping[str, int] | None) -> None:
+        self.queue_depths = queue_depths
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
+            "jobs", "Job records by kind and status.", labels=["kind", "status"]
+        )
+        for (kind, status), number in stats.counts().items():
+            jobs.add_metric([kind, status], number)
+        yield jobs
+
+        if self.queue_depths is not None:
+            depth = GaugeMetricFamily(
+                "jobs_queue_depth", "Messages waiting in each queue.", labels=["queue"]
+            )
+            for queue, messages in self.queue_depths.items():
+                depth.add_metric([queue], messages)
+            yield depth
+
+        now = utcnow()
+        oldest = stats.oldest_queued()
+        age = GaugeMetricFamily(
+            "jobs_oldest_queued_age_seconds",
+            "Age of the oldest job of each kind still waiting for a worker (0 if none).",
+            labels=["kind"],
+        )
+        for kind in JobKind:
+            created = oldest.get(kind)
+            age.add_metric([kind], (now - created).total_seconds() if created else 0.0)
+        yield age
+
+        last = GaugeMetricFamily(
+            "jobs_last_finished_timestamp_seconds",
+            "When a job of each kind last finished, succeeded or failed.",
+            labels=["kind"],
+        )
+        for kind, finished_at in stats.last_finished().items():
+            last.add_metric([kind], finished_at.timestamp())
+        yield last
+
+        durations = SummaryMetricFamily(
+            "jobs_duration_seconds",
+            f"Run time of the last attempt of each kind's latest {DURATION_SAMPLE} finished jobs.",
+            labels=["kind"],
+        )
+        for kind, seconds in stats.durations(DURATION_SAMPLE).items():
+            ordered = sorted(seconds)
+            for quantile in QUANTILES if ordered else ():
+                rank = max(math.ceil(quantile * len(ordered)) - 1, 0)
+                labels = {"kind": kind, "quantile": str(quantile)}
+                durations.samples.append(Sample(durations.name, labels, ordered[rank]))
+            durations.add_metric([kind], len(ordered), sum(ordered))
+        yield durations
+
+
+def exposition(queue_depths: Mapping[str, int] | None, accept: str = "") -> tuple[bytes, str]:
+    """The metrics page, in the format the scraper's `Accept` header asks for; its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector(queue_depths))
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type
