@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api, database, files, jobs, records, worker
+from . import api, database, files, jobs, logs, records, worker
 from .records import Job
 from .settings import get_settings
 
@@ -29,6 +29,7 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    logs.configure()  # the server's own loggers too: it loads the app after setting them up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from . import api, database, files, jobs, records, worker
+from . import api, database, files, jobs, logs, records, worker
 from .records import Job
 from .settings import get_settings
 {%- if cookiecutter.task_queue == "arq" %}
@@ -41,6 +41,7 @@ def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
 
 def create_app() -> Flask:
     settings = get_settings()
+    logs.configure()  # the server's own loggers too: it loads the app after setting them up
     app = Flask(__name__)
     # Werkzeug answers 413 itself as soon as a request body passes this size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + api.MULTIPART_OVERHEAD
