@@ -6,6 +6,7 @@ again on the same port. None may exit: honcho, like other process managers, stop
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from tests import workers
 from tests.conftest import Mailbox
-from tests.processes import free_port, stop
+from tests.processes import free_port
 from tests.test_reliability import call, post_json, procfile_command
 
 pytestmark = [
@@ -104,9 +105,11 @@ def app_processes(
     try:
         yield f"http://127.0.0.1:{port}", processes
     finally:
-        for process in processes.values():
+        for process in processes.values():  # all at once, as honcho does
             if process.poll() is None:
-                stop(process)
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            process.wait(timeout=30)
 
 
 def health(base: str) -> int:
