@@ -57,7 +57,8 @@ def test_flower_refuses_to_start_open(
 
 def test_flower_asks_for_its_credentials() -> None:
     port = free_port()
-    options = f"--port={port}", "--address=127.0.0.1"
+    # Flower asks the workers about themselves before it serves a page: keep that short here.
+    options = f"--port={port}", "--address=127.0.0.1", "--inspect_timeout=100"
     process = start_flower({"FLOWER_BASIC_AUTH": "ops:s3cret"}, *options)
     url = f"http://127.0.0.1:{port}/"
     try:
