@@ -10,12 +10,16 @@ ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 def apply_manifest(
     root: Path, manifest: dict[str, dict[str, list[str]]], answers: dict[str, str]
 ) -> None:
-    """Delete the files of unchosen values; drop the `.value` infix from the chosen ones' names."""
+    """Delete the files of unchosen values; drop the `.value` infix from the chosen ones' names.
+
+    A file listed under several values of an option stays if any of them is chosen.
+    """
     for option, values in manifest.items():
+        chosen = set(values.get(answers[option], []))
         for value, paths in values.items():
             for template in paths:
                 path = root / template.format(package=answers["package_name"])
-                if answers[option] != value:
+                if template not in chosen:
                     remove(path)
                 elif f".{value}." in path.name:
                     path.rename(path.with_name(path.name.replace(f".{value}.", ".")))

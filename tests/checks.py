@@ -15,7 +15,7 @@ from tests.combinations import COOKIECUTTER
 
 # Modules and distributions that belong to one value of an option, and to no project without it.
 MARKERS = {
-    ("task_queue", "celery"): {"celery", "kombu"},
+    ("task_queue", "celery"): {"celery", "kombu", "flower"},
     ("task_queue", "arq"): {"arq", "fakeredis"},
     ("web_framework", "fastapi"): {"fastapi", "starlette", "uvicorn", "httpx2"},
     ("web_framework", "flask"): {"flask", "werkzeug", "gunicorn"},

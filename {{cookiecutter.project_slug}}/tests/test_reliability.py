@@ -16,16 +16,6 @@ from tests.conftest import TEST_ENV, Api, Mailbox, count_rows, stored_files
 from tests.processes import kill, stop, web_process
 
 
-@pytest.fixture
-def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
-    """Leave the queue to worker processes for the length of a test."""
-    worker.stop()
-    try:
-        yield
-    finally:
-        worker.start()
-
-
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
     api: Api, mailbox: Mailbox, without_thread_worker: None

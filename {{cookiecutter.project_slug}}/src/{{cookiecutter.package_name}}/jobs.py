@@ -5,19 +5,19 @@ record (so one worker runs a job at a time), does the work, records the outcome,
 queue to try again later, with exponential backoff and jitter, when a failure may pass.
 """
 
-import logging
 import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from sqlalchemy.exc import OperationalError
 
 from . import files, mail, records
 from .records import Claim, Job, JobKind, Work
 from .settings import get_settings
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 TRANSIENT_ERRORS = (mail.TransientMailError, OperationalError)
 
@@ -59,28 +59,33 @@ def backoff(attempt: int) -> float:
 
 def run(job_id: str) -> None:
     settings = get_settings()
+    log = logger.bind(job_id=job_id)
     outcome, work = records.claim_work(job_id, settings.job_lease, settings.job_max_attempts)
     if outcome is Claim.BUSY:
         raise RetryLater(settings.job_lease.total_seconds(), "another worker is running it")
     if work is None:
-        logger.info("job %s: nothing to do (%s)", job_id, outcome)
+        log.info("job skipped", reason=str(outcome))
         return
     job = work.job
+    log = log.bind(kind=job.kind, attempt=job.attempts)
+    log.info("job started")
     try:
         result = WORK[JobKind(job.kind)](work, _reporter(job_id))
     except TRANSIENT_ERRORS as exc:
         if job.attempts >= settings.job_max_attempts:
             records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
-            logger.error("job %s failed for good: %s", job_id, exc)
+            log.error("job failed", error=str(exc), gave_up=True)
             return
         delay = backoff(job.attempts)
         records.retrying(job_id, str(exc), delay)
+        log.warning("job retrying", error=str(exc), delay=round(delay, 2))
         raise RetryLater(delay, str(exc)) from exc
     except Exception as exc:
         records.fail(job_id, f"{type(exc).__name__}: {exc}")
-        logger.exception("job %s failed", job_id)
+        log.exception("job failed")
         return
     records.succeed(job_id, result)
+    log.info("job succeeded")
 
 
 def _send_welcome_email(work: Work, progress: files.Progress) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     # The jobs dashboard and retries: HTTP basic auth; without both, they answer 404.
     dashboard_username: str = ""
     dashboard_password: SecretStr = SecretStr("")
+    # Logs: "console" (readable) or "json" (one object a line, for a log collector).
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+{%- if cookiecutter.task_queue == "arq" %}
+    # Seconds a worker told to stop (SIGTERM) waits for its running jobs before handing them back.
+    shutdown_wait: int = Field(default=25, gt=0)
+{%- elif cookiecutter.broker != "sqs" %}
+    # Flower's HTTP basic auth, "user:password"; Flower refuses to start without it.
+    flower_basic_auth: SecretStr = SecretStr("")
+{%- endif %}
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api, dashboard, database, files, jobs, metrics, records, worker
+from . import api, dashboard, database, files, jobs, logs, metrics, records, worker
 from .records import Job
 from .settings import Settings, get_settings
 
@@ -29,6 +29,7 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure()  # the server's own loggers too: it loads the app after setting them up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from . import api, dashboard, database, files, jobs, metrics, records, worker
+from . import api, dashboard, database, files, jobs, logs, metrics, records, worker
 from .records import Job
 from .settings import Settings, get_settings
 {%- if cookiecutter.task_queue == "arq" %}
@@ -42,6 +42,7 @@ def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
+    logs.configure()  # the server's own loggers too: it loads the app after setting them up
     app = Flask(__name__)
     # Werkzeug answers 413 itself as soon as a request body passes this size.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + api.MULTIPART_OVERHEAD

@@ -13,6 +13,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from arq import Retry, cron
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
@@ -21,10 +22,11 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from . import cleanup, jobs, reconcile
+from . import cleanup, jobs, logs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
+logger = structlog.get_logger(__name__)
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}:default"
 FILE_QUEUE = "{{ cookiecutter.package_name }}:files"
@@ -87,10 +89,15 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
         await redis.aclose()
 
 
-# Workers wait for Redis to come back rather than exit.
+async def startup(ctx: dict[str, Any]) -> None:
+    logs.configure()  # after the `arq` command's own logging setup, which this replaces
+
+
+# Workers wait for Redis to come back rather than exit: every command, and every new connection
+# (refused ones raise OSError), is retried with backoff for as long as Redis is away.
 _redis_settings = RedisSettings.from_dsn(settings.broker_url)
 _redis_settings.conn_timeout = 3
-_redis_settings.retry_on_error = [ConnectionError, TimeoutError]
+_redis_settings.retry_on_error = [ConnectionError, TimeoutError, OSError]
 _redis_settings.retry = RedisRetry(ExponentialBackoff(cap=10, base=0.5), retries=-1)
 
 
@@ -98,6 +105,9 @@ class WorkerSettings:
     """Welcome emails and the scheduled work: short jobs, retried quickly if a worker dies."""
 
     redis_settings = _redis_settings
+    on_startup = startup
+    # On SIGTERM: take no new jobs, let running ones finish, then hand back what still runs.
+    job_completion_wait = settings.shutdown_wait
     queue_name = QUEUE
     functions = (func(send_welcome_email, timeout=settings.email_timeout, max_tries=MAX_TRIES),)
     cron_jobs = (
@@ -124,6 +134,8 @@ class FileWorkerSettings:
     """Uploaded files: long jobs, with a long lease."""
 
     redis_settings = _redis_settings
+    on_startup = startup
+    job_completion_wait = settings.shutdown_wait
     queue_name = FILE_QUEUE
     functions = (func(process_file, timeout=settings.file_timeout, max_tries=MAX_TRIES),)
     job_serializer = serialize
@@ -154,7 +166,10 @@ async def enqueue(redis: ArqRedis, job: Job) -> bool:
         added = await redis.enqueue_job(function, job.id, _job_id=job.id, _queue_name=queue)
     except (RedisError, OSError) as exc:
         raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
-    return added is not None
+    if added is None:
+        return False
+    logger.info("job enqueued", job_id=job.id, kind=job.kind)
+    return True
 
 
 async def ping(redis: ArqRedis) -> None:

@@ -17,15 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 {%- endif %}
 
+import structlog
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
-from . import cleanup, database, jobs, reconcile
+from . import cleanup, database, jobs, logs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
+logger = structlog.get_logger(__name__)
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
 FILE_QUEUE = "{{ cookiecutter.package_name }}.files"
@@ -88,6 +90,11 @@ app.conf.update(
     task_reject_on_worker_lost=True,  # a worker killed mid-job gives its message back
     worker_prefetch_multiplier=1,  # each worker holds one message per slot, no more
     worker_cancel_long_running_tasks_on_connection_loss=True,
+{%- if cookiecutter.broker != "sqs" %}
+    # Task events, which Flower shows (SQS cannot broadcast them).
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+{%- endif %}
     broker_channel_error_retry=True,
     beat_schedule={
         "cleanup": {
@@ -102,6 +109,12 @@ app.conf.update(
         },
     },
 )
+
+
+@setup_logging.connect
+def _configure_logs(**_: Any) -> None:
+    # Connected, this replaces Celery's own logging setup in the worker and in beat.
+    logs.configure()
 
 
 @worker_process_init.connect
@@ -164,6 +177,7 @@ def enqueue(job: Job) -> None:
         TASKS[JobKind(job.kind)].apply_async((job.id,), task_id=job.id)
     except (OperationalError, KombuError, OSError) as exc:
         raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
+    logger.info("job enqueued", job_id=job.id, kind=job.kind)
 
 
 def ping() -> None:

@@ -1,0 +1,159 @@
+"""Redis goes away for a while and comes back: every process rides it out and recovers by itself.
+
+The Procfile's processes run against a Redis server of the test's own, which it stops and starts
+again on the same port. None may exit: honcho, like other process managers, stops them all then.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import workers
+from tests.conftest import Mailbox
+from tests.processes import free_port
+from tests.test_reliability import call, post_json, procfile_command
+
+pytestmark = [
+    pytest.mark.drill,
+    pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL"),
+]
+{%- if cookiecutter.task_queue == "celery" %}
+PROCESSES = ("web", "worker", "scheduler")
+{%- else %}
+PROCESSES = ("web", "worker", "file_worker")
+{%- endif %}
+OUTAGE_SECONDS = 12
+
+
+def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
+def answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+class RedisServer:
+    """A redis-server of the test's own, without persistence, that can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        server = shutil.which("redis-server")
+        assert server, "the outage drill needs redis-server on PATH"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = [server, "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: answers(self.port), "redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def app_processes(
+    redis_server: RedisServer, migrated_database: None, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, subprocess.Popen[bytes]]]]:
+    """The Procfile's long-running processes on that Redis server; the web app's address."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {
+        "BROKER_URL": redis_server.url,
+        "PORT": str(port),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    processes = {
+        name: subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {procfile_command(name)}"],
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+        for name in PROCESSES
+    }
+    try:
+        yield f"http://127.0.0.1:{port}", processes
+    finally:
+        for process in processes.values():  # all at once, as honcho does
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+def health(base: str) -> int:
+    try:
+        return call(f"{base}/health")[0]
+    except OSError:
+        return 0  # not listening yet
+
+
+def send_welcome_email(base: str, mailbox: Mailbox) -> None:
+    address = f"outage-{uuid.uuid4().hex[:8]}@example.com"
+    status, body = post_json(f"{base}/signups", {"email": address, "name": "Ada"})
+    assert status == 202, body
+
+    job_url = f"{base}/jobs/{body['job_id']}"
+    wait_until(lambda: call(job_url)[1]["status"] == "succeeded", "the job was not done", 60)
+    assert len(mailbox.to(address)) == 1
+
+
+def test_every_process_rides_out_a_broker_outage(
+    redis_server: RedisServer,
+    app_processes: tuple[str, dict[str, subprocess.Popen[bytes]]],
+    mailbox: Mailbox,
+) -> None:
+    base, processes = app_processes
+
+    def running() -> list[str]:
+        exited = [name for name, process in processes.items() if process.poll() is not None]
+        assert not exited, f"exited: {exited}"
+        return list(processes)
+
+    wait_until(lambda: health(base) == 200, "the app never became healthy")
+    send_welcome_email(base, mailbox)
+
+    redis_server.stop()
+    went = time.monotonic()
+    wait_until(lambda: health(base) == 503, "/health did not notice the outage", 10)
+    while time.monotonic() - went < OUTAGE_SECONDS:
+        running()
+        time.sleep(0.5)
+
+    redis_server.start()
+    came_back = time.monotonic()
+    wait_until(lambda: bool(running()) and health(base) == 200, "/health did not recover", 60)
+    send_welcome_email(base, mailbox)
+    running()
+    print(f"a new job was done {time.monotonic() - came_back:.1f}s after Redis came back")
