@@ -100,6 +100,8 @@ def web_without_broker(migrated_database: None) -> Iterator[str]:
     """The Procfile's web process, started while the broker cannot be reached."""
     port = free_port()
     env = os.environ | {"PORT": str(port), "BROKER_URL": workers.UNREACHABLE_BROKER_URL}
+    # With webhooks on, a signup records two jobs: both must be taken back.
+    env |= {"WEBHOOK_URL": "https://hooks.example.com/", "WEBHOOK_SECRET": "whsec_" + "A" * 32}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     process = subprocess.Popen(

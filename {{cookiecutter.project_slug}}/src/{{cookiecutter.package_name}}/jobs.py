@@ -2,7 +2,10 @@
 
 The queue layer delivers a job id at least once; `run` makes each delivery safe. It claims the
 record (so one worker runs a job at a time), does the work, records the outcome, and asks the
-queue to try again later, with exponential backoff and jitter, when a failure may pass.
+queue to try again later, with exponential backoff and jitter, when a failure may pass. A
+transient error with a `retry_after` (seconds the other side asked for) waits at least that long,
+up to RETRY_BACKOFF_MAX; work that was held back before it started (`webhooks.Throttled`) comes
+back after the delay it names, and that claim does not count as an attempt.
 """
 
 import logging
@@ -13,13 +16,13 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from . import files, mail, records
+from . import files, mail, records, webhooks
 from .records import Claim, Job, JobKind
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (mail.TransientMailError, OperationalError)
+TRANSIENT_ERRORS = (mail.TransientMailError, webhooks.DeliveryError, OperationalError)
 
 
 class RetryLater(Exception):
@@ -43,6 +46,11 @@ def record_upload(stored: files.StoredFile) -> Job:
         raise
 
 
+def record_signup(email: str, name: str) -> list[Job]:
+    """Record a signup with its jobs: the welcome email, and the webhook if WEBHOOK_URL is set."""
+    return records.create_signup_jobs(email, name, notify=bool(get_settings().webhook_url))
+
+
 def withdraw(job: Job) -> None:
     """Take back a job that never reached the queue: its record, its signup, its upload."""
     records.discard(job.id)
@@ -57,6 +65,12 @@ def backoff(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+def retry_delay(attempt: int, asked: float | None = None) -> float:
+    """The backoff after attempt `attempt`, or longer if the other side `asked`, within the cap."""
+    cap = get_settings().retry_backoff_max
+    return min(cap, max(backoff(attempt), asked or 0.0))
+
+
 def run(job_id: str) -> None:
     settings = get_settings()
     outcome = records.claim(job_id, settings.job_lease, settings.job_max_attempts)
@@ -69,13 +83,17 @@ def run(job_id: str) -> None:
     assert job is not None
     try:
         result = WORK[JobKind(job.kind)](job, _reporter(job_id))
+    except webhooks.Throttled as exc:
+        records.postpone(job_id, str(exc))
+        raise RetryLater(min(exc.delay, settings.retry_backoff_max), str(exc)) from exc
     except TRANSIENT_ERRORS as exc:
         if job.attempts >= settings.job_max_attempts:
             records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
             logger.error("job %s failed for good: %s", job_id, exc)
             return
         records.retrying(job_id, str(exc))
-        raise RetryLater(backoff(job.attempts), str(exc)) from exc
+        asked = getattr(exc, "retry_after", None)
+        raise RetryLater(retry_delay(job.attempts, asked), str(exc)) from exc
     except Exception as exc:
         records.fail(job_id, f"{type(exc).__name__}: {exc}")
         logger.exception("job %s failed", job_id)
@@ -95,9 +113,14 @@ def _process_file(job: Job, progress: files.Progress) -> dict[str, Any]:
     return files.analyse(files.StoredFile(**job.payload), progress)
 
 
+def _send_webhook(job: Job, progress: files.Progress) -> dict[str, Any]:
+    return webhooks.deliver(job.id, job.payload)
+
+
 WORK: dict[JobKind, Callable[[Job, files.Progress], dict[str, Any]]] = {
     JobKind.WELCOME_EMAIL: _send_welcome_email,
     JobKind.PROCESS_FILE: _process_file,
+    JobKind.SIGNUP_WEBHOOK: _send_webhook,
 }
 
 

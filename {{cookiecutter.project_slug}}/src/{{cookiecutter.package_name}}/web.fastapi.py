@@ -56,23 +56,25 @@ def create_app() -> FastAPI:
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return error(503, api.DATABASE_DOWN)
 
-    async def dispatch(job: Job) -> JSONResponse:
-        """Hand a recorded job to the queue; if the broker is down, take the job back."""
+    async def dispatch(*recorded: Job) -> JSONResponse:
+        """Hand recorded jobs to the queue; if the broker is down, take them all back."""
         try:
+            for job in recorded:
 {%- if cookiecutter.task_queue == "arq" %}
-            await worker.enqueue(app.state.redis, job)
+                await worker.enqueue(app.state.redis, job)
 {%- else %}
-            await run_in_threadpool(worker.enqueue, job)
+                await run_in_threadpool(worker.enqueue, job)
 {%- endif %}
         except jobs.BrokerUnavailable:
-            await run_in_threadpool(jobs.withdraw, job)
+            for job in recorded:
+                await run_in_threadpool(jobs.withdraw, job)
             return error(503, api.QUEUE_DOWN)
-        return JSONResponse(api.accepted(job), status_code=202)
+        return JSONResponse(api.accepted(*recorded), status_code=202)
 
     @app.post("/signups", status_code=202)
     async def create_signup(signup: api.SignupIn) -> JSONResponse:
-        job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
-        return await dispatch(job)
+        recorded = await run_in_threadpool(jobs.record_signup, signup.email, signup.name)
+        return await dispatch(*recorded)
 
     @app.post("/files", status_code=202)
     async def upload_file(request: Request) -> JSONResponse:

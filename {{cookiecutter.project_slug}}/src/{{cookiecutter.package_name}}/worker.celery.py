@@ -119,6 +119,16 @@ def process_file(self: Task, job_id: str) -> None:
 
 
 @app.task(
+    bind=True,
+    name="{{ cookiecutter.package_name }}.send_webhook",
+    soft_time_limit=settings.webhook_timeout,
+    time_limit=settings.webhook_timeout + 5,
+)
+def send_webhook(self: Task, job_id: str) -> None:
+    _run(self, job_id)
+
+
+@app.task(
     name="{{ cookiecutter.package_name }}.cleanup",
     soft_time_limit=settings.cleanup_timeout,
     time_limit=settings.cleanup_timeout + 5,
@@ -127,7 +137,11 @@ def run_cleanup() -> dict[str, int]:
     return cleanup.delete_expired()
 
 
-TASKS = {JobKind.WELCOME_EMAIL: send_welcome_email, JobKind.PROCESS_FILE: process_file}
+TASKS = {
+    JobKind.WELCOME_EMAIL: send_welcome_email,
+    JobKind.PROCESS_FILE: process_file,
+    JobKind.SIGNUP_WEBHOOK: send_webhook,
+}
 
 
 def enqueue(job: Job) -> None:
