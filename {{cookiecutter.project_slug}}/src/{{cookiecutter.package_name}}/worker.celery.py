@@ -95,12 +95,13 @@ def _run(task: Task, job_id: str) -> None:
     try:
         jobs.run(job_id)
     except jobs.RetryLater as exc:
-        raise task.retry(countdown=exc.delay, max_retries=None) from exc
+        raise task.retry(countdown=exc.delay) from exc
 
 
 @app.task(
     bind=True,
     name="{{ cookiecutter.package_name }}.send_welcome_email",
+    max_retries=None,  # the job record bounds the attempts
     soft_time_limit=settings.email_timeout,
     time_limit=settings.email_timeout + 5,
 )
@@ -111,6 +112,7 @@ def send_welcome_email(self: Task, job_id: str) -> None:
 @app.task(
     bind=True,
     name="{{ cookiecutter.package_name }}.process_file",
+    max_retries=None,  # the job record bounds the attempts
     soft_time_limit=settings.file_timeout,
     time_limit=settings.file_timeout + 10,
 )
@@ -121,6 +123,7 @@ def process_file(self: Task, job_id: str) -> None:
 @app.task(
     bind=True,
     name="{{ cookiecutter.package_name }}.send_webhook",
+    max_retries=None,  # the job record bounds the attempts
     soft_time_limit=settings.webhook_timeout,
     time_limit=settings.webhook_timeout + 5,
 )
