@@ -77,7 +77,9 @@ def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def web_without_broker(migrated_database: None) -> Iterator[str]:
     """The Procfile's web process, started while the broker cannot be reached."""
-    with web_process(BROKER_URL=workers.UNREACHABLE_BROKER_URL) as base:
+    # With webhooks on, a signup records two jobs: both must be taken back.
+    webhook = {"WEBHOOK_URL": "https://hooks.example.com/", "WEBHOOK_SECRET": "whsec_" + "A" * 32}
+    with web_process(BROKER_URL=workers.UNREACHABLE_BROKER_URL, **webhook) as base:
         yield base
 
 

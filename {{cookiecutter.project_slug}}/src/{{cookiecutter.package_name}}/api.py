@@ -25,8 +25,12 @@ def problems(errors: Iterable[ErrorDetails], skip: int = 0) -> list[dict[str, st
     return [{"field": _field(e["loc"][skip:]), "problem": e["msg"]} for e in errors]
 
 
-def accepted(job: Job) -> dict[str, Any]:
-    return {"job_id": job.id, "kind": job.kind, "status": job.status, "url": f"/jobs/{job.id}"}
+def accepted(job: Job, webhook: Job | None = None) -> dict[str, Any]:
+    """The answer to a request that queued `job`, and the `webhook` that announces it, if any."""
+    answer = {"job_id": job.id, "kind": job.kind, "status": job.status, "url": f"/jobs/{job.id}"}
+    if webhook is not None:
+        answer["webhook_job_id"] = webhook.id
+    return answer
 
 
 def is_job_id(value: str) -> bool:

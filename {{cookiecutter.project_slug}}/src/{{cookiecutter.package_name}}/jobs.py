@@ -2,7 +2,10 @@
 
 The queue layer delivers a job id at least once; `run` makes each delivery safe. It claims the
 record (so one worker runs a job at a time), does the work, records the outcome, and asks the
-queue to try again later, with exponential backoff and jitter, when a failure may pass.
+queue to try again later, with exponential backoff and jitter, when a failure may pass. A
+transient error with a `retry_after` (seconds the other side asked for) waits at least that long,
+up to RETRY_BACKOFF_MAX; work that was held back before it started (`webhooks.Throttled`) comes
+back after the delay it names, and that claim does not count as an attempt.
 """
 
 import random
@@ -13,13 +16,13 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import OperationalError
 
-from . import files, mail, records
+from . import files, mail, records, webhooks
 from .records import Claim, Job, JobKind, Work
 from .settings import get_settings
 
 logger = structlog.get_logger(__name__)
 
-TRANSIENT_ERRORS = (mail.TransientMailError, OperationalError)
+TRANSIENT_ERRORS = (mail.TransientMailError, webhooks.DeliveryError, OperationalError)
 
 
 class RetryLater(Exception):
@@ -43,6 +46,11 @@ def record_upload(stored: files.StoredFile) -> Job:
         raise
 
 
+def record_signup(email: str, name: str) -> list[Job]:
+    """Record a signup with its jobs: the welcome email, and the webhook if WEBHOOK_URL is set."""
+    return records.create_signup_jobs(email, name, notify=bool(get_settings().webhook_url))
+
+
 def withdraw(job: Job) -> None:
     """Take back a job that never reached the queue: its record, its signup, its upload."""
     records.discard(job.id)
@@ -55,6 +63,12 @@ def backoff(attempt: int) -> float:
     settings = get_settings()
     ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2.0 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retry_delay(attempt: int, asked: float | None = None) -> float:
+    """The backoff after attempt `attempt`, or longer if the other side `asked`, within the cap."""
+    cap = get_settings().retry_backoff_max
+    return min(cap, max(backoff(attempt), asked or 0.0))
 
 
 def run(job_id: str) -> None:
@@ -71,12 +85,16 @@ def run(job_id: str) -> None:
     log.info("job started")
     try:
         result = WORK[JobKind(job.kind)](work, _reporter(job_id))
+    except webhooks.Throttled as exc:
+        delay = min(exc.delay, settings.retry_backoff_max)
+        records.postpone(job_id, str(exc), delay)
+        raise RetryLater(delay, str(exc)) from exc
     except TRANSIENT_ERRORS as exc:
         if job.attempts >= settings.job_max_attempts:
             records.fail(job_id, f"gave up after {job.attempts} attempts: {exc}")
             log.error("job failed", error=str(exc), gave_up=True)
             return
-        delay = backoff(job.attempts)
+        delay = retry_delay(job.attempts, getattr(exc, "retry_after", None))
         records.retrying(job_id, str(exc), delay)
         log.warning("job retrying", error=str(exc), delay=round(delay, 2))
         raise RetryLater(delay, str(exc)) from exc
@@ -100,9 +118,14 @@ def _process_file(work: Work, progress: files.Progress) -> dict[str, Any]:
     return files.analyse(files.StoredFile(**work.job.payload), progress)
 
 
+def _send_webhook(work: Work, progress: files.Progress) -> dict[str, Any]:
+    return webhooks.deliver(work.job.id, work.job.payload)
+
+
 WORK: dict[JobKind, Callable[[Work, files.Progress], dict[str, Any]]] = {
     JobKind.WELCOME_EMAIL: _send_welcome_email,
     JobKind.PROCESS_FILE: _process_file,
+    JobKind.SIGNUP_WEBHOOK: _send_webhook,
 }
 
 

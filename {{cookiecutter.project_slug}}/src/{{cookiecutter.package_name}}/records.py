@@ -29,6 +29,7 @@ from .database import Base, UTCDateTime, session, utcnow
 class JobKind(StrEnum):
     WELCOME_EMAIL = "welcome_email"
     PROCESS_FILE = "process_file"
+    SIGNUP_WEBHOOK = "signup_webhook"
 
 
 class JobStatus(StrEnum):
@@ -99,15 +100,27 @@ class Job(Base):
         }
 
 
-def create_signup_job(email: str, name: str) -> Job:
-    """Record a signup and its queued welcome email in one transaction."""
+def create_signup_jobs(email: str, name: str, notify: bool) -> list[Job]:
+    """Record a signup, its welcome email and, if `notify`, its webhook, in one transaction.
+
+    The webhook's payload is the event it announces, fixed now so every attempt sends the same.
+    """
     with session() as db:
-        signup = Signup(email=email, name=name)
+        signup = Signup(email=email, name=name, created_at=utcnow())
         db.add(signup)
         db.flush()
-        job = Job(id=_new_id(), kind=JobKind.WELCOME_EMAIL, signup_id=signup.id, payload={})
-        db.add(job)
-    return job
+        jobs = [Job(id=_new_id(), kind=JobKind.WELCOME_EMAIL, signup_id=signup.id, payload={})]
+        if notify:
+            event = {
+                "type": "signup.created",
+                "timestamp": signup.created_at.isoformat(),
+                "data": {"id": signup.id, "email": email, "name": name},
+            }
+            jobs.append(
+                Job(id=_new_id(), kind=JobKind.SIGNUP_WEBHOOK, signup_id=signup.id, payload=event)
+            )
+        db.add_all(jobs)
+    return jobs
 
 
 def create_job(kind: JobKind, payload: dict[str, Any]) -> Job:
@@ -203,6 +216,13 @@ def retrying(job_id: str, error: str, delay: float) -> None:
     """Record a failed attempt whose retry is due in `delay` seconds."""
     due_at = utcnow() + timedelta(seconds=delay)
     _set(job_id, status=JobStatus.RETRYING, error=error, due_at=due_at)
+
+
+def postpone(job_id: str, reason: str, delay: float) -> None:
+    """Give back a claimed job that did not get to run, due again in `delay` seconds: the claim's
+    attempt does not count."""
+    due_at = utcnow() + timedelta(seconds=delay)
+    _set(job_id, status=JobStatus.RETRYING, error=reason, attempts=Job.attempts - 1, due_at=due_at)
 
 
 def fail(job_id: str, error: str) -> None:

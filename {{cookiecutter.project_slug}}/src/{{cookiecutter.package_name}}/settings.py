@@ -1,12 +1,14 @@
 """Configuration, read from environment variables and an optional `.env` file."""
 
+import base64
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 {%- if cookiecutter.broker == "redis" %}
 
@@ -32,6 +34,13 @@ def _seconds(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
+def _comma_separated(value: Any) -> Any:
+    """Read "a.example, b.example" as a list of lowercase names."""
+    if isinstance(value, str):
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -86,12 +95,36 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr = SecretStr("")
 {%- endif %}
 
+    # Signup webhooks (Standard Webhooks), off while WEBHOOK_URL is empty. The secret is
+    # `whsec_` and base64; hosts in WEBHOOK_ALLOWED_HOSTS may resolve to private addresses.
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = []
+    webhook_connect_timeout: float = Field(default=5.0, gt=0)
+    webhook_read_timeout: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, gt=0)
+    # Calls per destination host per period, shared by every worker; calls at once per process.
+    webhook_rate_limit: int = Field(default=10, gt=0)
+    webhook_rate_period: float = Field(default=1.0, gt=0)
+    webhook_concurrency: int = Field(default=8, gt=0)
+    webhook_timeout: int = Field(default=20, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if value and (url.scheme not in {"http", "https"} or not url.hostname):
+            raise ValueError("WEBHOOK_URL must be an http:// or https:// URL")
+        return value
+
     @model_validator(mode="after")
     def _check_timing(self) -> Self:
         if self.cleanup_interval <= timedelta(0) or self.retention < timedelta(0):
             raise ValueError("CLEANUP_INTERVAL must be positive and RETENTION not negative")
         if self.stuck_job_after < timedelta(seconds=2) or self.stuck_job_after <= self.job_lease:
             raise ValueError("STUCK_JOB_AFTER must be at least 2 s and longer than JOB_LEASE")
+        if self.webhook_url and not _is_webhook_secret(self.webhook_secret.get_secret_value()):
+            raise ValueError("WEBHOOK_SECRET must be whsec_ and 24 to 64 bytes in base64")
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
         # A delayed message held by a worker for longer than this would be delivered twice.
         longest_delay = max(self.retry_backoff_max, self.job_lease.total_seconds())
@@ -110,6 +143,14 @@ class Settings(BaseSettings):
         if bool(self.dashboard_username) != bool(self.dashboard_password.get_secret_value()):
             raise ValueError("set both DASHBOARD_USERNAME and DASHBOARD_PASSWORD, or neither")
         return self
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    prefix, _, key = secret.partition("_")
+    try:
+        return prefix == "whsec" and 24 <= len(base64.b64decode(key, validate=True)) <= 64
+    except ValueError:
+        return False
 
 
 @lru_cache

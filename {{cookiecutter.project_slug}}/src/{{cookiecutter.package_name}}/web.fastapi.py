@@ -71,19 +71,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(worker.enqueue, job)
 {%- endif %}
 
-    async def dispatch(job: Job) -> JSONResponse:
-        """Hand a recorded job to the queue; if the broker is down, take the job back."""
+    async def dispatch(*recorded: Job) -> JSONResponse:
+        """Hand recorded jobs to the queue; if the broker is down, take them all back."""
         try:
-            await publish(job)
+            for job in recorded:
+                await publish(job)
         except jobs.BrokerUnavailable:
-            await run_in_threadpool(jobs.withdraw, job)
+            for job in recorded:
+                await run_in_threadpool(jobs.withdraw, job)
             return error(503, api.QUEUE_DOWN)
-        return JSONResponse(api.accepted(job), status_code=202)
+        return JSONResponse(api.accepted(*recorded), status_code=202)
 
     @app.post("/signups", status_code=202)
     async def create_signup(signup: api.SignupIn) -> JSONResponse:
-        job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
-        return await dispatch(job)
+        recorded = await run_in_threadpool(jobs.record_signup, signup.email, signup.name)
+        return await dispatch(*recorded)
 
     @app.post("/files", status_code=202)
     async def upload_file(request: Request) -> JSONResponse:

@@ -71,14 +71,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         worker.enqueue(job)
 {%- endif %}
 
-    def dispatch(job: Job) -> tuple[Response, int]:
-        """Hand a recorded job to the queue; if the broker is down, take the job back."""
+    def dispatch(*recorded: Job) -> tuple[Response, int]:
+        """Hand recorded jobs to the queue; if the broker is down, take them all back."""
         try:
-            publish(job)
+            for job in recorded:
+                publish(job)
         except jobs.BrokerUnavailable:
-            jobs.withdraw(job)
+            for job in recorded:
+                jobs.withdraw(job)
             return error(503, api.QUEUE_DOWN)
-        return jsonify(api.accepted(job)), 202
+        return jsonify(api.accepted(*recorded)), 202
 
     @app.post("/signups")
     def create_signup() -> tuple[Response, int]:
@@ -89,8 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             signup = api.SignupIn.model_validate(data)
         except ValidationError as exc:
             return error(422, "invalid request", detail=api.problems(exc.errors()))
-        job = records.create_signup_job(signup.email, signup.name)
-        return dispatch(job)
+        return dispatch(*jobs.record_signup(signup.email, signup.name))
 
     @app.post("/files")
     def upload_file() -> tuple[Response, int]:

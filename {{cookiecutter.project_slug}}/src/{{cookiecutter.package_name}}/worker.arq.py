@@ -4,7 +4,7 @@ Short jobs and long ones have their own queue and worker, because ARQ lets a job
 long as the longest timeout among its worker's functions; a lost email is then retried within
 about 30 s however long file processing may take:
 
-    arq {{ cookiecutter.package_name }}.worker.WorkerSettings       # emails, scheduled work
+    arq {{ cookiecutter.package_name }}.worker.WorkerSettings       # emails, webhooks, scheduled work
     arq {{ cookiecutter.package_name }}.worker.FileWorkerSettings   # uploaded files
 """
 
@@ -72,6 +72,10 @@ async def process_file(ctx: dict[str, Any], job_id: str) -> None:
     await _run(job_id)
 
 
+async def send_webhook(ctx: dict[str, Any], job_id: str) -> None:
+    await _run(job_id)
+
+
 async def cleanup_expired(ctx: dict[str, Any]) -> dict[str, int]:
     return await asyncio.to_thread(cleanup.delete_expired)
 
@@ -102,14 +106,17 @@ _redis_settings.retry = RedisRetry(ExponentialBackoff(cap=10, base=0.5), retries
 
 
 class WorkerSettings:
-    """Welcome emails and the scheduled work: short jobs, retried quickly if a worker dies."""
+    """Emails, webhooks and the scheduled work: short jobs, retried quickly if a worker dies."""
 
     redis_settings = _redis_settings
     on_startup = startup
     # On SIGTERM: take no new jobs, let running ones finish, then hand back what still runs.
     job_completion_wait = settings.shutdown_wait
     queue_name = QUEUE
-    functions = (func(send_welcome_email, timeout=settings.email_timeout, max_tries=MAX_TRIES),)
+    functions = (
+        func(send_welcome_email, timeout=settings.email_timeout, max_tries=MAX_TRIES),
+        func(send_webhook, timeout=settings.webhook_timeout, max_tries=MAX_TRIES),
+    )
     cron_jobs = (
         cron(
             cleanup_expired,
@@ -147,6 +154,7 @@ class FileWorkerSettings:
 _FUNCTIONS = {
     JobKind.WELCOME_EMAIL: (send_welcome_email.__name__, QUEUE),
     JobKind.PROCESS_FILE: (process_file.__name__, FILE_QUEUE),
+    JobKind.SIGNUP_WEBHOOK: (send_webhook.__name__, QUEUE),
 }
 
 

@@ -127,12 +127,13 @@ def _run(task: Task, job_id: str) -> None:
     try:
         jobs.run(job_id)
     except jobs.RetryLater as exc:
-        raise task.retry(countdown=exc.delay, max_retries=None) from exc
+        raise task.retry(countdown=exc.delay) from exc
 
 
 @app.task(
     bind=True,
     name="{{ cookiecutter.package_name }}.send_welcome_email",
+    max_retries=None,  # the job record bounds the attempts
     soft_time_limit=settings.email_timeout,
     time_limit=settings.email_timeout + 5,
 )
@@ -143,10 +144,22 @@ def send_welcome_email(self: Task, job_id: str) -> None:
 @app.task(
     bind=True,
     name="{{ cookiecutter.package_name }}.process_file",
+    max_retries=None,  # the job record bounds the attempts
     soft_time_limit=settings.file_timeout,
     time_limit=settings.file_timeout + 10,
 )
 def process_file(self: Task, job_id: str) -> None:
+    _run(self, job_id)
+
+
+@app.task(
+    bind=True,
+    name="{{ cookiecutter.package_name }}.send_webhook",
+    max_retries=None,  # the job record bounds the attempts
+    soft_time_limit=settings.webhook_timeout,
+    time_limit=settings.webhook_timeout + 5,
+)
+def send_webhook(self: Task, job_id: str) -> None:
     _run(self, job_id)
 
 
@@ -168,7 +181,11 @@ def reconcile_jobs() -> dict[str, int]:
     return reconcile.run(enqueue)
 
 
-TASKS = {JobKind.WELCOME_EMAIL: send_welcome_email, JobKind.PROCESS_FILE: process_file}
+TASKS = {
+    JobKind.WELCOME_EMAIL: send_welcome_email,
+    JobKind.PROCESS_FILE: process_file,
+    JobKind.SIGNUP_WEBHOOK: send_webhook,
+}
 
 
 def enqueue(job: Job) -> None:

@@ -1,0 +1,191 @@
+"""Notify the configured endpoint of an event, signed as the Standard Webhooks specification says.
+
+Every attempt carries the same `webhook-id` (the job's id), so a receiver can drop repeats, and a
+fresh `webhook-timestamp`; `webhook-signature` is `v1,` and the base64 HMAC-SHA256 of
+`{id}.{timestamp}.{body}` under the secret. Any Standard Webhooks or Svix library verifies it.
+
+The endpoint is called only on a public address, unless its host is listed in
+WEBHOOK_ALLOWED_HOSTS: the name is resolved once, every address it gives is checked, and the
+connection goes to the checked address (the Host header and TLS still use the name), so a DNS
+answer that changes between check and call cannot lead the worker into the private network.
+"""
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import random
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import httpx
+
+from . import ratelimit
+from .settings import get_settings
+
+EXCERPT_CHARS = 200
+
+
+class DeliveryError(Exception):
+    """The endpoint did not take the event now; sending it again later may work.
+
+    `retry_after` is the wait in seconds the endpoint asked for, if it asked.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeliveryRefused(Exception):
+    """The event cannot go to this endpoint: sending it again will not help."""
+
+
+class Throttled(Exception):
+    """This worker may not call the endpoint now; in `delay` seconds it may."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header for one attempt."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    """POST `event` to WEBHOOK_URL once; the endpoint's answer if it took it (2xx)."""
+    settings = get_settings()
+    url = urlsplit(settings.webhook_url)
+    host = url.hostname or ""
+    address = resolve(host, url.port or (443 if url.scheme == "https" else 80))
+    slots = _call_slots(settings.webhook_concurrency)
+    if not slots.acquire(timeout=1):
+        raise Throttled(_jittered(settings.retry_backoff), "too many calls at once in this worker")
+    try:
+        try:
+            wait = ratelimit.wait_for_turn(host)
+        except Exception as exc:  # whatever its store raises: Redis or database errors
+            raise DeliveryError(f"the rate limit could not be checked: {exc!r}") from exc
+        if wait > 0:
+            raise Throttled(_jittered(wait), f"rate limit for {host}")
+        return _post(url, address, message_id, event)
+    finally:
+        slots.release()
+
+
+def resolve(host: str, port: int) -> str:
+    """The address to connect to; refused unless public or its host is allowed."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve {host}: {exc}") from exc
+    addresses = [str(info[4][0]) for info in found]
+    if host not in get_settings().webhook_allowed_hosts:
+        for address in addresses:
+            if not _is_public(address):
+                raise DeliveryRefused(
+                    f"{host} resolves to {address}, which is not a public address; "
+                    "list the host in WEBHOOK_ALLOWED_HOSTS to allow it"
+                )
+    return addresses[0]
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds, or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _post(url: SplitResult, address: str, message_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    settings = get_settings()
+    body = json.dumps(event, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    secret = settings.webhook_secret.get_secret_value()
+    headers = {
+        "Host": url.netloc.rpartition("@")[2],
+        "Content-Type": "application/json",
+        "User-Agent": f"{settings.app_name} webhooks",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, message_id, timestamp, body),
+    }
+    pinned = f"[{address}]" if ":" in address else address
+    target = url._replace(netloc=f"{pinned}:{url.port}" if url.port else pinned).geturl()
+    timeout = httpx.Timeout(
+        connect=settings.webhook_connect_timeout,
+        read=settings.webhook_read_timeout,
+        write=settings.webhook_read_timeout,
+        pool=settings.webhook_connect_timeout,
+    )
+    # No proxies from the environment: the call must go to the address that was checked.
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        try:
+            with client.stream(
+                "POST",
+                target,
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": url.hostname},
+            ) as response:
+                excerpt = _excerpt(response, settings.webhook_max_response_bytes)
+        except httpx.TimeoutException as exc:
+            raise DeliveryError(f"{url.hostname} timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise DeliveryError(f"{url.hostname} unreachable: {exc!r}") from exc
+    status = response.status_code
+    if 200 <= status < 300:
+        return {"status_code": status, "response": excerpt}
+    detail = f"HTTP {status}: {excerpt}"
+    if status in {408, 429} or status >= 500:
+        raise DeliveryError(detail, retry_after(response.headers.get("Retry-After")))
+    raise DeliveryRefused(detail)
+
+
+def _excerpt(response: httpx.Response, limit: int) -> str:
+    """The start of the body, reading no more than `limit` bytes of it."""
+    received = bytearray()
+    for chunk in response.iter_bytes():
+        received += chunk
+        if len(received) >= limit:
+            break
+    text = " ".join(received[:limit].decode(errors="replace").split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+@lru_cache
+def _call_slots(concurrency: int) -> threading.BoundedSemaphore:
+    """Calls under way at once in this process, at most `concurrency`."""
+    return threading.BoundedSemaphore(concurrency)
+
+
+def _jittered(delay: float) -> float:
+    """A little later than `delay`, so that workers held back together do not return together."""
+    return delay + random.uniform(0, max(delay, 0.1))
