@@ -50,6 +50,8 @@ TEST_ENV = {
     "JOB_LEASE": "3",
     "EMAIL_TIMEOUT": "3",
     "CLEANUP_TIMEOUT": "3",
+    "WORKER_HEARTBEAT_DIR": str(TMP / "heartbeats"),
+    "WORKER_HEARTBEAT_INTERVAL": "0.5",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}
@@ -132,6 +134,16 @@ def worker(migrated_database: None, smtp_server: Mailbox) -> Iterator[workers.Th
     thread_worker.start()
     yield thread_worker
     thread_worker.stop()
+
+
+@pytest.fixture
+def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
+    """Leave the queue to worker processes for the length of a test."""
+    worker.stop()
+    try:
+        yield
+    finally:
+        worker.start()
 
 
 class Api:

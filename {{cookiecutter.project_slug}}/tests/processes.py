@@ -4,6 +4,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
 
 
 def free_port() -> int:
@@ -21,3 +26,28 @@ def kill(process: subprocess.Popen[bytes]) -> None:
 def stop(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+
+
+def procfile_command(process: str) -> str:
+    for line in PROCFILE.read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name == process:
+            return command.strip()
+    raise LookupError(process)
+
+
+def start_procfile(
+    process: str, env: dict[str, str], cwd: Path, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """One of the Procfile's processes, started as honcho starts it, in a process group of its
+    own (as on a host of its own)."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    return subprocess.Popen(
+        ["/bin/sh", "-c", f"exec {procfile_command(process)}"],
+        env=env,
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )

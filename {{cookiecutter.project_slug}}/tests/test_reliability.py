@@ -2,31 +2,18 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import workers
 from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, stored_files
-from tests.processes import free_port, kill, stop
-
-
-@pytest.fixture
-def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
-    """Leave the queue to worker processes for the length of a test."""
-    worker.stop()
-    try:
-        yield
-    finally:
-        worker.start()
+from tests.processes import free_port, kill, start_procfile, stop
 
 
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
@@ -87,24 +74,12 @@ def post_file(url: str, filename: str, content: bytes) -> tuple[int, Any]:
     return call(urllib.request.Request(url, data=body, headers=headers))
 
 
-def procfile_command(process: str) -> str:
-    for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name == process:
-            return command.strip()
-    raise LookupError(process)
-
-
 @pytest.fixture
 def web_without_broker(migrated_database: None) -> Iterator[str]:
     """The Procfile's web process, started while the broker cannot be reached."""
     port = free_port()
     env = os.environ | {"PORT": str(port), "BROKER_URL": workers.UNREACHABLE_BROKER_URL}
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=env, cwd=PROJECT_ROOT
-    )
+    process = start_procfile("web", env, PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -1,5 +1,6 @@
 """Configuration, read from environment variables and an optional `.env` file."""
 
+import tempfile
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     # Seconds until the broker hands an unacknowledged message to another worker.
     broker_visibility_timeout: int = Field(default=30, gt=0)
 {%- endif %}
+    # Each worker touches a heartbeat file here this often; health.py reads it.
+    worker_heartbeat_dir: Path = Path(tempfile.gettempdir())
+    worker_heartbeat_interval: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

@@ -10,6 +10,7 @@ about 30 s however long file processing may take:
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from . import cleanup, jobs
+from . import cleanup, health, jobs
 from .records import Job, JobKind
 from .settings import get_settings
 
@@ -73,6 +74,36 @@ async def cleanup_expired(ctx: dict[str, Any]) -> dict[str, int]:
     return await asyncio.to_thread(cleanup.delete_expired)
 
 
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def heartbeat(process: str) -> tuple[Hook, Hook]:
+    """Start and stop hooks that touch the process kind's heartbeat file (see health.py) while
+    this worker's event loop runs and Redis answers it."""
+    heartbeat = health.Heartbeat(process)
+    interval = settings.worker_heartbeat_interval
+
+    async def beat(redis: ArqRedis) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await redis.ping()
+                heartbeat.beat()
+            except (RedisError, OSError, TimeoutError):
+                pass  # no heartbeat while Redis is out of reach
+            await asyncio.sleep(interval)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["heartbeat"] = asyncio.create_task(beat(ctx["redis"]))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "heartbeat" in ctx:
+            ctx["heartbeat"].cancel()
+        heartbeat.stop()
+
+    return on_startup, on_shutdown
+
+
 # Workers wait for Redis to come back rather than exit.
 _redis_settings = RedisSettings.from_dsn(settings.broker_url)
 _redis_settings.conn_timeout = 3
@@ -98,6 +129,7 @@ class WorkerSettings:
     job_deserializer = deserialize
     keep_result = 0  # outcomes live in the job records
     max_jobs = 10
+    on_startup, on_shutdown = heartbeat("worker")
 
 
 class FileWorkerSettings:
@@ -110,6 +142,7 @@ class FileWorkerSettings:
     job_deserializer = deserialize
     keep_result = 0
     max_jobs = 2
+    on_startup, on_shutdown = heartbeat("file_worker")
 
 
 _FUNCTIONS = {

@@ -1,27 +1,34 @@
 """The Celery app: the broker settings, the tasks that run each job, and the cleanup schedule.
 
 Run a worker with `celery -A {{ cookiecutter.package_name }}.worker worker` and exactly one
-scheduler with `celery -A {{ cookiecutter.package_name }}.worker beat`.
+scheduler with `celery -A {{ cookiecutter.package_name }}.worker beat`. Start as many workers as you
+like, on one host or many: each process gets a node name of its own.
 """
 
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
+import os
+import secrets
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
 {%- endif %}
 
-from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery import Celery, Task, bootsteps
+from celery.app import trace
+from celery.signals import celeryd_init, worker_process_init
 from kombu.exceptions import KombuError, OperationalError
 
-from . import cleanup, database, jobs
+from . import cleanup, database, health, jobs
 from .records import Job, JobKind
 from .settings import get_settings
 
 settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
+FILE_QUEUE = "{{ cookiecutter.package_name }}.files"
+# The kind of worker process that serves each queue, as the Procfile names it.
+PROCESSES = {QUEUE: "worker", FILE_QUEUE: "file_worker"}
 {%- if cookiecutter.broker == "sqs" %}
 
 
@@ -89,6 +96,52 @@ app.conf.update(
 def _new_engine_per_process(**_: Any) -> None:
     # Pool processes are forked: never share the parent's database connections.
     database.engine().dispose(close=False)
+
+
+@celeryd_init.connect
+def _unique_node_name(instance: Any, **_: Any) -> None:
+    """Add this process's own tag to the node name given with `-n` (`worker@host` becomes
+    `worker.<pid>.<random>@host`): workers started by the same command on one host (honcho
+    -c worker=3, systemd instances, containers sharing a host name) would otherwise share a name,
+    and all but the first would be locked out of the broker's remote-control queue."""
+    name, _, host = instance.hostname.partition("@")
+    instance.hostname = f"{name}.{os.getpid()}.{secrets.token_hex(2)}@{host}"
+    trace.setup_worker_optimizations(instance.app, instance.hostname)
+
+
+class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """While this worker consumes, touch the heartbeat file of each kind of process it serves
+    (see health.py); the timer runs on the loop that takes the jobs."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self.heartbeats: list[health.Heartbeat] = []
+        self.timer: Any = None
+
+    def start(self, consumer: Any) -> None:
+        queues = {queue.name for queue in consumer.task_consumer.queues}
+        self.heartbeats = [health.Heartbeat(p) for q, p in PROCESSES.items() if q in queues]
+        self.beat()
+        interval = settings.worker_heartbeat_interval
+        self.timer = consumer.timer.call_repeatedly(interval, self.beat)
+
+    def stop(self, consumer: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for heartbeat in self.heartbeats:
+            heartbeat.stop()
+
+    shutdown = stop
+
+    def beat(self) -> None:
+        for heartbeat in self.heartbeats:
+            heartbeat.beat()
+
+
+app.steps["consumer"].add(Heartbeat)
 
 
 def _run(task: Task, job_id: str) -> None:
