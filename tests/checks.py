@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import yaml
+from cloudcoil.models.keda import v1alpha1 as keda
 
 from tests.combinations import COOKIECUTTER
 
@@ -77,6 +79,60 @@ def check_docker(project: Path, answers: dict[str, str]) -> None:
         words = words[: words.index("--schedule")] if "--schedule" in words else words
         service = services["migrate" if name == "release" else name]
         assert service["command"][: len(words)] == words, (name, service["command"])
+
+
+# The Kubernetes version whose schemas the deploy files must satisfy (kubernetes-validate ships it).
+KUBERNETES_VERSION = "1.33.0"
+KEDA_KINDS = {kind.__name__: kind for kind in (keda.ScaledObject, keda.TriggerAuthentication)}
+
+
+def procfile(project: Path) -> dict[str, list[str]]:
+    """The Procfile's processes and their command words, up to a `--schedule` file's path."""
+    processes = {}
+    for line in (project / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        words = command.split()
+        processes[name] = words[: words.index("--schedule")] if "--schedule" in words else words
+    return processes
+
+
+def check_kubernetes(project: Path, answers: dict[str, str]) -> None:
+    """The Kubernetes files satisfy the schemas of Kubernetes and of KEDA's resources, run the
+    Procfile's commands, and scale Deployments that exist."""
+    documents = [
+        document
+        for path in sorted((project / "deploy" / "kubernetes").glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+    for document in documents:
+        if document["apiVersion"].startswith("keda.sh/"):
+            model = KEDA_KINDS[document["kind"]].model_validate(document)
+            # The models ignore fields they do not know: what they keep must be all there is.
+            kept = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            assert kept == document, f"{document['kind']}: fields that KEDA does not know"
+        else:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    commands, deployments = {}, set()
+    for document in documents:
+        if document["kind"] in ("Deployment", "Job"):
+            component = document["metadata"]["labels"]["app.kubernetes.io/component"]
+            (container,) = document["spec"]["template"]["spec"]["containers"]
+            commands[component] = container["command"]
+        if document["kind"] == "Deployment":
+            deployments.add(document["metadata"]["name"])
+    processes = {"release", "web", "worker", "file_worker"}
+    if answers["task_queue"] == "celery":
+        processes.add("scheduler")
+    else:
+        assert "scheduler" not in commands, "ARQ's workers carry the schedule: no scheduler"
+    assert processes <= commands.keys(), f"no Deployment or Job for {processes - commands.keys()}"
+    for name, words in procfile(project).items():
+        if name in commands and name != "web":  # web: the Procfile's port comes from $PORT
+            assert commands[name][: len(words)] == words, (name, commands[name])
+    for document in documents:
+        if document["kind"] == "ScaledObject":
+            assert document["spec"]["scaleTargetRef"]["name"] in deployments
 
 
 def find_python(version: str) -> str:

@@ -12,6 +12,7 @@ from tests import combinations
 from tests.checks import (
     check_docker,
     check_hygiene,
+    check_kubernetes,
     clean_env,
     find_python,
     finish,
@@ -50,6 +51,7 @@ def test_combination(
     started = time.monotonic()
     check_hygiene(project, plan)
     check_docker(project, plan)
+    check_kubernetes(project, plan)
     ruff(project)
 
     # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.

@@ -53,6 +53,8 @@ TEST_ENV = {
     "STUCK_JOB_AFTER": "6",
     "DASHBOARD_USERNAME": "operator",
     "DASHBOARD_PASSWORD": "correct horse battery staple",
+    "WORKER_HEARTBEAT_DIR": str(TMP / "heartbeats"),
+    "WORKER_HEARTBEAT_INTERVAL": "0.5",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
     "BROKER_VISIBILITY_TIMEOUT": "4",
 {%- endif %}

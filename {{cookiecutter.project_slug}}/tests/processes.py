@@ -11,8 +11,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROCFILE = PROJECT_ROOT / "Procfile"
 
 
 def free_port() -> int:
@@ -33,23 +35,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def procfile_command(process: str) -> str:
-    for line in (PROJECT_ROOT / "Procfile").read_text().splitlines():
+    for line in PROCFILE.read_text().splitlines():
         name, _, command = line.partition(":")
         if name == process:
             return command.strip()
     raise LookupError(process)
 
 
+def start_procfile(
+    process: str, env: dict[str, str], cwd: Path, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """One of the Procfile's processes, started as honcho starts it, in a process group of its
+    own (as on a host of its own)."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    return subprocess.Popen(
+        ["/bin/sh", "-c", f"exec {procfile_command(process)}"],
+        env=env,
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
+
+
 @contextmanager
 def web_process(**env: str) -> Iterator[str]:
     """The Procfile's web process, with this environment and `env`; its base URL once it answers."""
     port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    environment = os.environ | {"PORT": str(port), **env}
-    environment["PATH"] = f"{bin_dir}{os.pathsep}{environment['PATH']}"
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=environment, cwd=PROJECT_ROOT
-    )
+    process = start_procfile("web", os.environ | {"PORT": str(port), **env}, PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

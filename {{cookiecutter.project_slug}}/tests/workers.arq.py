@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -140,3 +141,13 @@ def _every_seconds(job: CronJob) -> float:
     fields = {name: getattr(job, name) for name in names}
     first = next_cron(datetime(2026, 1, 1, tzinfo=UTC), **fields, microsecond=0)
     return (next_cron(first, **fields, microsecond=0) - first).total_seconds()
+
+
+# The Procfile processes that run the schedule besides the workers: none, each worker carries it.
+SCHEDULE_PROCESSES: tuple[str, ...] = ()
+
+
+def cleanup_runs(log: str) -> list[str]:
+    """When a worker process's log shows it finished a cleanup (ARQ logs no id for cron jobs)."""
+    (cleanup,) = queue.WorkerSettings.cron_jobs
+    return re.findall(rf"^([\d:]+): .* ← {re.escape(cleanup.name)} ", log, re.MULTILINE)

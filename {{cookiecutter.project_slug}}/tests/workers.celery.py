@@ -1,6 +1,7 @@
 """Celery workers for the tests: one in a thread of this process, or real worker processes."""
 
 import os
+import re
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -35,6 +36,7 @@ class ThreadWorker:
                 queue.app,
                 pool="threads",
                 concurrency=4,
+                queues=list(queue.PROCESSES),  # every queue: it stands for each kind of worker
                 perform_ping_check=False,
                 shutdown_timeout=30,
                 loglevel="INFO",
@@ -74,3 +76,12 @@ def cleanup_every_seconds() -> float:
 
 def reconcile_every_seconds() -> float:
     return float(queue.app.conf.beat_schedule["reconcile"]["schedule"].total_seconds())
+
+
+# The Procfile processes that run the schedule: one beat, whatever the number of workers.
+SCHEDULE_PROCESSES = ("scheduler",)
+
+
+def cleanup_runs(log: str) -> list[str]:
+    """The ids of the cleanups that a worker process's log shows it ran."""
+    return re.findall(rf"Task {re.escape(queue.run_cleanup.name)}\[([\w-]+)\] succeeded", log)

@@ -1,6 +1,7 @@
 """Configuration, read from environment variables and an optional `.env` file."""
 
 import base64
+import tempfile
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -116,6 +117,9 @@ class Settings(BaseSettings):
         if value and (url.scheme not in {"http", "https"} or not url.hostname):
             raise ValueError("WEBHOOK_URL must be an http:// or https:// URL")
         return value
+    # Each worker touches a heartbeat file here this often; health.py reads it.
+    worker_heartbeat_dir: Path = Path(tempfile.gettempdir())
+    worker_heartbeat_interval: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

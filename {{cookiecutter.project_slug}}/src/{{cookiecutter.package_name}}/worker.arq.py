@@ -10,6 +10,7 @@ about 30 s however long file processing may take:
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from . import cleanup, jobs, logs, reconcile
+from . import cleanup, health, jobs, logs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
@@ -93,8 +94,35 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> dict[str, int]:
         await redis.aclose()
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    logs.configure()  # after the `arq` command's own logging setup, which this replaces
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def lifecycle(process: str) -> tuple[Hook, Hook]:
+    """Start and stop hooks: our log format, and the process kind's heartbeat file (see
+    health.py), touched while this worker's event loop runs and Redis answers it."""
+    heartbeat = health.Heartbeat(process)
+    interval = settings.worker_heartbeat_interval
+
+    async def beat(redis: ArqRedis) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await redis.ping()
+                heartbeat.beat()
+            except (RedisError, OSError, TimeoutError):
+                pass  # no heartbeat while Redis is out of reach
+            await asyncio.sleep(interval)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        logs.configure()  # after the `arq` command's own logging setup, which this replaces
+        ctx["heartbeat"] = asyncio.create_task(beat(ctx["redis"]))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "heartbeat" in ctx:
+            ctx["heartbeat"].cancel()
+        heartbeat.stop()
+
+    return on_startup, on_shutdown
 
 
 # Workers wait for Redis to come back rather than exit: every command, and every new connection
@@ -109,7 +137,6 @@ class WorkerSettings:
     """Emails, webhooks and the scheduled work: short jobs, retried quickly if a worker dies."""
 
     redis_settings = _redis_settings
-    on_startup = startup
     # On SIGTERM: take no new jobs, let running ones finish, then hand back what still runs.
     job_completion_wait = settings.shutdown_wait
     queue_name = QUEUE
@@ -135,13 +162,13 @@ class WorkerSettings:
     job_deserializer = deserialize
     keep_result = 0  # outcomes live in the job records
     max_jobs = 10
+    on_startup, on_shutdown = lifecycle("worker")
 
 
 class FileWorkerSettings:
     """Uploaded files: long jobs, with a long lease."""
 
     redis_settings = _redis_settings
-    on_startup = startup
     job_completion_wait = settings.shutdown_wait
     queue_name = FILE_QUEUE
     functions = (func(process_file, timeout=settings.file_timeout, max_tries=MAX_TRIES),)
@@ -149,6 +176,7 @@ class FileWorkerSettings:
     job_deserializer = deserialize
     keep_result = 0
     max_jobs = 2
+    on_startup, on_shutdown = lifecycle("file_worker")
 
 
 _FUNCTIONS = {

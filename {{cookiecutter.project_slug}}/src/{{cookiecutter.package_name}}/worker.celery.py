@@ -6,24 +6,30 @@ queue and worker, sized for their kind of work, so that a burst of files never d
     celery -A {{ cookiecutter.package_name }}.worker worker -Q {{ cookiecutter.package_name }} --pool threads --concurrency 16
     celery -A {{ cookiecutter.package_name }}.worker worker -Q {{ cookiecutter.package_name }}.files --pool prefork
     celery -A {{ cookiecutter.package_name }}.worker beat   # exactly one
+
+Start as many workers as you like, on one host or many: each process gets a node name of its
+own.
 """
 
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
 import threading
+import os
+import secrets
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
 {%- endif %}
 
 import structlog
-from celery import Celery, Task
-from celery.signals import setup_logging, worker_process_init
+from celery import Celery, Task, bootsteps
+from celery.app import trace
+from celery.signals import celeryd_init, setup_logging, worker_process_init
 from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
-from . import cleanup, database, jobs, logs, reconcile
+from . import cleanup, database, health, jobs, logs, reconcile
 from .records import Job, JobKind
 from .settings import get_settings
 
@@ -32,6 +38,8 @@ settings = get_settings()
 QUEUE = "{{ cookiecutter.package_name }}"
 FILE_QUEUE = "{{ cookiecutter.package_name }}.files"
 QUEUES = (QUEUE, FILE_QUEUE)  # every queue a worker consumes, for the queue depths
+# The kind of worker process that serves each queue, as the Procfile names it.
+PROCESSES = {QUEUE: "worker", FILE_QUEUE: "file_worker"}
 {%- if cookiecutter.broker == "sqs" %}
 
 
@@ -121,6 +129,52 @@ def _configure_logs(**_: Any) -> None:
 def _new_engine_per_process(**_: Any) -> None:
     # Pool processes are forked: never share the parent's database connections.
     database.engine().dispose(close=False)
+
+
+@celeryd_init.connect
+def _unique_node_name(instance: Any, **_: Any) -> None:
+    """Add this process's own tag to the node name given with `-n` (`worker@host` becomes
+    `worker.<pid>.<random>@host`): workers started by the same command on one host (honcho
+    -c worker=3, systemd instances, containers sharing a host name) would otherwise share a name,
+    and all but the first would be locked out of the broker's remote-control queue."""
+    name, _, host = instance.hostname.partition("@")
+    instance.hostname = f"{name}.{os.getpid()}.{secrets.token_hex(2)}@{host}"
+    trace.setup_worker_optimizations(instance.app, instance.hostname)
+
+
+class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """While this worker consumes, touch the heartbeat file of each kind of process it serves
+    (see health.py); the timer runs on the loop that takes the jobs."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        self.heartbeats: list[health.Heartbeat] = []
+        self.timer: Any = None
+
+    def start(self, consumer: Any) -> None:
+        queues = {queue.name for queue in consumer.task_consumer.queues}
+        self.heartbeats = [health.Heartbeat(p) for q, p in PROCESSES.items() if q in queues]
+        self.beat()
+        interval = settings.worker_heartbeat_interval
+        self.timer = consumer.timer.call_repeatedly(interval, self.beat)
+
+    def stop(self, consumer: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for heartbeat in self.heartbeats:
+            heartbeat.stop()
+
+    shutdown = stop
+
+    def beat(self) -> None:
+        for heartbeat in self.heartbeats:
+            heartbeat.beat()
+
+
+app.steps["consumer"].add(Heartbeat)
 
 
 def _run(task: Task, job_id: str) -> None:
