@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=8, gt=0)
     webhook_timeout: int = Field(default=20, gt=0)
 
+    # Each worker touches a heartbeat file here this often; health.py reads it.
+    worker_heartbeat_dir: Path = Path(tempfile.gettempdir())
+    worker_heartbeat_interval: float = Field(default=5.0, gt=0)
+
     @field_validator("webhook_url")
     @classmethod
     def _check_webhook_url(cls, value: str) -> str:
@@ -117,9 +121,6 @@ class Settings(BaseSettings):
         if value and (url.scheme not in {"http", "https"} or not url.hostname):
             raise ValueError("WEBHOOK_URL must be an http:// or https:// URL")
         return value
-    # Each worker touches a heartbeat file here this often; health.py reads it.
-    worker_heartbeat_dir: Path = Path(tempfile.gettempdir())
-    worker_heartbeat_interval: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

@@ -14,9 +14,9 @@ own.
 {% if cookiecutter.broker == "sqs" -%}
 import ipaddress
 {% endif -%}
-import threading
 import os
 import secrets
+import threading
 from typing import Any
 {%- if cookiecutter.broker == "sqs" %}
 from urllib.parse import urlsplit
