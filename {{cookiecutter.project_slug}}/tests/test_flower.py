@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.processes import free_port
-from tests.test_reliability import procfile_command
+from tests.processes import free_port, procfile_command
 
 # isort: split
 from {{ cookiecutter.package_name }} import flower

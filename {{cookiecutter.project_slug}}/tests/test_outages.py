@@ -19,8 +19,8 @@ import pytest
 
 from tests import workers
 from tests.conftest import Mailbox
-from tests.processes import free_port
-from tests.test_reliability import call, post_json, procfile_command
+from tests.processes import free_port, procfile_command
+from tests.test_reliability import call, post_json
 
 pytestmark = [
     pytest.mark.drill,

@@ -21,8 +21,7 @@ from {{ cookiecutter.package_name }}.settings import get_settings
 
 from tests import workers
 from tests.conftest import Api, Mailbox
-from tests.processes import stop
-from tests.test_reliability import procfile_command
+from tests.processes import procfile_command, stop
 
 SETTINGS = get_settings()
 AFTER = SETTINGS.stuck_job_after
@@ -58,7 +57,7 @@ def test_the_reconciler_runs_at_least_every_half_stuck_job_after() -> None:
 def test_a_job_whose_message_never_reached_the_broker_completes(api: Api, mailbox: Mailbox) -> None:
     # The web process committed the record, then died before it published the message.
     address = new_address()
-    job = records.create_signup_job(address, "Ada")
+    job = records.create_signup_jobs(address, "Ada", notify=False)[0]
     overdue(job.id)
 
     workers.reconcile_now()
@@ -100,7 +99,7 @@ def test_a_slow_backlog_published_again_still_runs_each_job_once(
 
 def test_a_running_job_is_left_alone_while_its_worker_reports(api: Api, mailbox: Mailbox) -> None:
     address = new_address()
-    job = records.create_signup_job(address, "Barbara")
+    job = records.create_signup_jobs(address, "Barbara", notify=False)[0]
     claimed = records.claim(job.id, SETTINGS.job_lease, SETTINGS.job_max_attempts)
     assert claimed is records.Claim.CLAIMED
     long_ago = utcnow() - AFTER * 10
@@ -125,7 +124,7 @@ def test_a_running_job_is_left_alone_while_its_worker_reports(api: Api, mailbox:
 
 def test_a_job_no_worker_takes_fails_after_its_last_publication(api: Api, mailbox: Mailbox) -> None:
     address = new_address()
-    job = records.create_signup_job(address, "Edsger")
+    job = records.create_signup_jobs(address, "Edsger", notify=False)[0]
     most = SETTINGS.job_max_attempts
     set_job(job.id, publications=most, due_at=utcnow() - AFTER * (most + 2))
 

@@ -14,9 +14,9 @@ import pytest
 
 from tests import workers
 from tests.conftest import Api, Mailbox
-from tests.processes import free_port, stop
+from tests.processes import free_port, procfile_command, stop
 from tests.test_reconcile import assert_all_complete_once, scheduled_workers, submit
-from tests.test_reliability import call, post_file, post_json, procfile_command
+from tests.test_reliability import call, post_file, post_json
 
 
 class RedisServer:

@@ -26,7 +26,6 @@ from {{ cookiecutter.package_name }}.settings import Settings, get_settings
 from tests import workers
 from tests.conftest import Api, Mailbox
 from tests.processes import stop
-from tests.test_reliability import without_thread_worker  # noqa: F401 - a fixture
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of 32 bytes, fixed").decode()
 HANG: tuple[int, dict[str, str], bytes] = (0, {}, b"")  # an answer that never comes
