@@ -1,6 +1,7 @@
 """Each valid combination, verified for real: baked, clean, linted, type-checked, installed
 from its own pyproject.toml, and its own test suite passing against real services."""
 
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,23 +11,34 @@ import pytest
 
 from tests import combinations
 from tests.checks import (
+    check_ci,
     check_docker,
     check_hygiene,
     clean_env,
-    find_python,
     finish,
+    pythons_path,
     ruff,
     run,
     start,
+    tool,
     uv,
 )
-from tests.combinations import FULL, VALID
-from tests.conftest import Databases, broker_url
+from tests.combinations import COOKIECUTTER, FULL, VALID
+from tests.conftest import Databases, broker_url, free_port
+from tests.readme import walk_through
 
 # The offline tier differs by queue and framework: run it once for each such pair too.
 OFFLINE = combinations.first_per("task_queue", "web_framework")
 # The projects' long fault drills (tests marked `drill`) run once for each queue and broker.
 DRILLS = combinations.one_per(("task_queue", "broker"), spread=("web_framework", "database"))
+# The README followed as a person does, once per queue; pre-commit's own run, once: each on a
+# bake that does neither of the above, to even out the load.
+WALKS = combinations.one_per(
+    ("task_queue",),
+    spread=("web_framework", "broker", "database"),
+    among=[plan for plan in FULL if plan not in DRILLS + OFFLINE],
+)
+PRE_COMMIT = next(plan for plan in FULL if plan not in DRILLS + OFFLINE + WALKS)
 
 
 @pytest.mark.parametrize("plan", FULL, ids=combinations.plan_id)
@@ -42,28 +54,42 @@ def test_combination(
     started = time.monotonic()
     check_hygiene(project, plan)
     check_docker(project, plan)
-    ruff(project)
+    check_ci(project, plan)
+    if plan is not PRE_COMMIT:
+        ruff(project)
 
     # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.
-    env = clean_env()
-    run([uv(), "venv", "--python", find_python(plan["python_version"]), ".venv"], project, env)
+    # The machine's default Python is older than the chosen one, which uv finds by itself, from
+    # `.python-version`, without downloading one.
+    env = clean_env(PATH=pythons_path(COOKIECUTTER["python_version"]))
     run([uv(), "sync", "--no-dev"], project, env)
     python = str(project / ".venv" / "bin" / "python")
+    version = run([python, "-c", "import sys; print(*sys.version_info[:2], sep='.')"], project)
+    assert version.strip() == plan["python_version"], version
     run([python, "-c", f"import {package}.web, {package}.worker"], project, env)
     run([uv(), "sync"], project, env)
     installed = time.monotonic()
-    # The type check runs while the tests, which mostly wait on workers and brokers, run too.
-    mypy = start([str(project / ".venv" / "bin" / "mypy"), "src", "tests"], project, env)
+    # The type check runs while the tests, which mostly wait on workers and brokers, run too;
+    # for one bake, pre-commit runs it, with ruff, as a developer's commit would.
+    if plan is PRE_COMMIT:
+        mypy = pre_commit(project, env)
+    else:
+        mypy = start([str(project / ".venv" / "bin" / "mypy"), "src", "tests"], project, env)
 
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
         services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
-    counts = run_suite(project, services, drills=plan in DRILLS)
+    counts = run_suite(project, env, services, drills=plan in DRILLS)
     assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
-        counts = run_suite(project, {}, drills=False)
+        counts = run_suite(project, env, {}, drills=False)
         assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
+    if plan in WALKS:
+        settings = {"BROKER_URL": services["TEST_BROKER_URL"]}
+        if plan["database"] == "postgresql":
+            settings["DATABASE_URL"] = databases.create(f"{package}_readme")
+        walk_through(project, env, settings, smtp_port=free_port())
     tested = time.monotonic()
     finish(mypy)
     print(
@@ -72,13 +98,24 @@ def test_combination(
     )
 
 
-def run_suite(project: Path, services: dict[str, str], drills: bool = True) -> dict[str, int]:
-    """Run the project's own tests, its drills or not; count them from their JUnit report."""
+def pre_commit(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`pre-commit run --all-files` in the project made a git repository, as its README says."""
+    env = {**env, "PRE_COMMIT_HOME": str(project.parent / "pre-commit-home")}
+    run(["git", "init", "--quiet"], project, env)
+    run(["git", "add", "--all"], project, env)
+    return start([tool("pre-commit"), "run", "--all-files", "--show-diff-on-failure"], project, env)
+
+
+def run_suite(
+    project: Path, env: dict[str, str], services: dict[str, str], drills: bool = True
+) -> dict[str, int]:
+    """Run the project's own tests (`uv run pytest`, as its README says), its drills or not;
+    count them from their JUnit report."""
     report = project / "report.xml"
-    pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
+    pytest_command = [uv(), "run", "pytest", "-p", "no:cacheprovider"]
     if not drills:
         pytest_command += ["-m", "not drill"]
-    run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
+    run([*pytest_command, f"--junitxml={report}"], project, {**env, **services})
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}

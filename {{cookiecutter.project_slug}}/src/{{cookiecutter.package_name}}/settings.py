@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # Seconds until the broker hands an unacknowledged message to another worker.
     broker_visibility_timeout: int = Field(default=30, gt=0)
 {%- endif %}
+{%- if cookiecutter.broker == "sqs" %}
+    # Plain HTTP to an SQS stand-in on another host, such as docker-compose.yml's moto
+    # (a loopback endpoint always gets plain HTTP; any other, HTTPS unless this is set).
+    sqs_plain_http: bool = False
+{%- endif %}
 
     @model_validator(mode="after")
     def _check_timing(self) -> Self:

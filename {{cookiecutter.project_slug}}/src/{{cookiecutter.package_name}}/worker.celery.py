@@ -57,7 +57,9 @@ app.conf.update(
         "queue_name_prefix": "{{ cookiecutter.project_slug }}-",
         "wait_time_seconds": 10,
         "polling_interval": 1,
-        "is_secure": not _is_loopback(urlsplit(settings.broker_url).hostname),
+        "is_secure": not (
+            settings.sqs_plain_http or _is_loopback(urlsplit(settings.broker_url).hostname)
+        ),
         "client-config": {"connect_timeout": 3, "read_timeout": 20, "retries": {"max_attempts": 2}},
 {%- else %}
         "confirm_publish": True,
