@@ -35,12 +35,8 @@ def test_cruft_creates_checks_and_updates_a_project(tmp_path: Path) -> None:
 
     cruft = tool("cruft")
     answers = {"task_queue": "arq", "web_framework": "flask", "use_docker": "no"}
-    run(
-        [cruft, "create", str(template), "--no-input", "--output-dir", str(tmp_path / "out")]
-        + ["--extra-context", json.dumps(answers)],
-        tmp_path,
-        ENV,
-    )
+    create = [cruft, "create", str(template), "--no-input", "--output-dir", str(tmp_path / "out")]
+    run([*create, "--extra-context", json.dumps(answers)], tmp_path, ENV)
     project = tmp_path / "out" / "task-queue-app"
     link = json.loads((project / ".cruft.json").read_text())
     assert link["context"]["cookiecutter"]["task_queue"] == "arq"
