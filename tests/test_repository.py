@@ -2,13 +2,13 @@
 
 import yaml
 
-from tests.checks import run, tool
+from tests.checks import check_jsonschema, run, tool
 from tests.combinations import ROOT
 
 
 def test_the_templates_ci_runs_the_verification_as_ci_run_does() -> None:
     workflow = ".github/workflows/ci.yml"
-    run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow], ROOT)
+    check_jsonschema("vendor.github-workflows", ROOT / workflow)
     (job,) = yaml.safe_load((ROOT / workflow).read_text())["jobs"].values()
     assert [step["run"] for step in job["steps"] if "run" in step] == ["bash .ci/run"]
     assert {"redis", "rabbitmq", "postgres"} <= set(job["services"])
