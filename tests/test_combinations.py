@@ -61,6 +61,7 @@ def test_combination(
     # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.
     # The machine's default Python is older than the chosen one, which uv finds by itself, from
     # `.python-version`, without downloading one.
+    assert (project / ".python-version").read_text() == f"{plan['python_version']}\n"
     env = clean_env(PATH=pythons_path(COOKIECUTTER["python_version"]))
     run([uv(), "sync", "--no-dev"], project, env)
     python = str(project / ".venv" / "bin" / "python")
