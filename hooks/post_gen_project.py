@@ -39,9 +39,10 @@ Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_frame
 {answers["broker"]}, {answers["database"]}). Next:
 
     cd {answers["project_slug"]}
-    uv sync && uv run alembic upgrade head                # set up
-    uv run pytest                                         # test
-    uv run honcho start web {workers:<29}   # run the app
+    uv sync && uv run pytest                   # set up and test
+    cp .env.example .env                       # settings, and PORT=8000 for honcho
+    uv run alembic upgrade head                # create the schema
+    {f"uv run honcho start web {workers}":<42} # run the app: http://localhost:8000
 
 README.md explains each job, how to try it by hand, and how it behaves when things fail.
 """

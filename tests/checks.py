@@ -1,17 +1,23 @@
 """What every baked project must show, whatever its options."""
 
 import ast
+import atexit
+import contextlib
+import functools
 import glob
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
 import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
+from check_jsonschema import main as check_jsonschema_main
 
 from tests.combinations import COOKIECUTTER
 
@@ -23,10 +29,17 @@ MARKERS = {
     ("web_framework", "flask"): {"flask", "werkzeug", "gunicorn"},
     ("broker", "redis"): {"celery[redis]"},
     ("broker", "sqs"): {"boto3", "botocore", "moto", "celery[sqs]", "moto[server,sqs]"},
-    ("database", "postgresql"): {"psycopg", "psycopg_pool", "psycopg[binary]", "psycopg[binary,pool]"},
+    ("database", "postgresql"): {
+        "psycopg",
+        "psycopg_pool",
+        "psycopg[binary]",
+        "psycopg[binary,pool]",
+    },
     ("database", "sqlite"): {"filelock"},
 }
 JINJA = re.compile(r"{{|{%|{#|cookiecutter", re.IGNORECASE)
+# GitHub's workflows have expressions of their own, `${{ ... }}`: allowed there, and only there.
+JINJA_IN_GITHUB = re.compile(r"(?<!\$){{|{%|{#|cookiecutter", re.IGNORECASE)
 
 
 def text_files(project: Path) -> list[Path]:
@@ -40,7 +53,8 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
         if any(path.match(pattern) for pattern in verbatim):
             continue
         text = path.read_text()
-        assert not JINJA.search(text), f"template artefact in {path}: {JINJA.search(text)}"
+        jinja = JINJA_IN_GITHUB if ".github" in path.relative_to(project).parts else JINJA
+        assert not jinja.search(text), f"template artefact in {path}: {jinja.search(text)}"
     manifest = COOKIECUTTER["_manifest"]
     for values in manifest.values():
         for value in values:
@@ -64,21 +78,91 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
 
 
 def check_docker(project: Path, answers: dict[str, str]) -> None:
-    """With Docker: the image has the chosen Python; compose runs the Procfile's commands."""
+    """With Docker: hadolint and docker-compose accept the files; compose runs the Procfile's
+    commands, each process healthy-checked and waiting for healthy services, after `migrate`."""
     if answers["use_docker"] == "no":
         assert not (project / "Dockerfile").exists()
         return
-    dockerfile = (project / "Dockerfile").read_text()
+    dockerfile = (project / "Dockerfile").read_text().replace("\\\n", " ")
     assert f"FROM python:{answers['python_version']}-slim" in dockerfile
+    assert re.search(r"^HEALTHCHECK .*/health", dockerfile, re.MULTILINE)
+    run([tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"], project)
+    run([tool("docker-compose"), "--file", "docker-compose.yml", "config", "--quiet"], project)
+
     services = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
-    for line in (project / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name == "web":
-            continue
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    processes = dict(line.split(":", 1) for line in (project / "Procfile").read_text().splitlines())
+    for name, command in processes.items():
+        service = services["migrate" if name == "release" else name]
         words = command.split()
         words = words[: words.index("--schedule")] if "--schedule" in words else words
-        service = services["migrate" if name == "release" else name]
-        assert service["command"][: len(words)] == words, (name, service["command"])
+        if name != "web":
+            assert service["command"][: len(words)] == words, (name, service["command"])
+        if name in ("worker", "file_worker"):
+            probe = ["CMD", "python", "-m", f"{package}.health", name]
+            assert service["healthcheck"]["test"] == probe, (name, service["healthcheck"])
+    for name, service in services.items():
+        if name == "migrate":
+            assert service["healthcheck"] == {"disable": True}
+            continue
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        for needed, condition in service.get("depends_on", {}).items():
+            ready = "service_completed_successfully" if needed == "migrate" else "service_healthy"
+            assert condition == {"condition": ready}, (name, needed, condition)
+        if name in processes:
+            # Every process waits for the migration and for each service its settings name.
+            urls = " ".join(map(str, service["environment"].values()))
+            hosts = {host for host in services if re.search(rf"[@/]{host}[:/]", urls)}
+            hosts |= {service["environment"]["SMTP_HOST"], "migrate"}
+            assert set(service["depends_on"]) == hosts, (name, service["depends_on"], hosts)
+    if answers["broker"] == "redis":
+        command = " ".join(services["redis"]["command"])
+        assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    if answers["broker"] == "rabbitmq":
+        settings = (project / "src" / package / "settings.py").read_text()
+        limits = re.findall(r"^\s+\w+_timeout: int = Field\(default=(\d+)", settings, re.MULTILINE)
+        options = services["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        consumer_timeout = int(re.findall(r"consumer_timeout (\d+)", options)[0])
+        assert consumer_timeout > 1000 * max(map(int, limits)), (consumer_timeout, limits)
+
+
+def check_ci(project: Path, answers: dict[str, str]) -> None:
+    """The CI workflow and Dependabot's file fit GitHub's schemas; the workflow lints, type-checks
+    and tests against the chosen services; pre-commit accepts its configuration."""
+    workflow_path, dependabot_path = ".github/workflows/ci.yml", ".github/dependabot.yml"
+    check_jsonschema("vendor.github-workflows", project / workflow_path)
+    check_jsonschema("vendor.dependabot", project / dependabot_path)
+    run([tool("pre-commit"), "validate-config", ".pre-commit-config.yaml"], project)
+
+    (job,) = yaml.safe_load((project / workflow_path).read_text())["jobs"].values()
+    steps = " ".join(step.get("run", "") for step in job["steps"])
+    for command in ("uv sync --locked", "ruff check", "ruff format --check", "mypy", "pytest"):
+        assert command in steps, command
+    scheme = {"redis": "redis://", "rabbitmq": "amqp://", "sqs": "sqs://"}[answers["broker"]]
+    assert job["env"]["TEST_BROKER_URL"].startswith(scheme)
+    assert answers["broker"] in job["services"]
+    assert ("postgres" in job["services"]) == (answers["database"] == "postgresql")
+    assert ("TEST_DATABASE_URL" in job["env"]) == (answers["database"] == "postgresql")
+    updates = yaml.safe_load((project / dependabot_path).read_text())["updates"]
+    assert {"uv", "github-actions"} <= {update["package-ecosystem"] for update in updates}
+    hooks = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"]
+    assert {"ruff-check", "ruff-format", "mypy"} <= {h["id"] for r in hooks for h in r["hooks"]}
+
+
+def check_jsonschema(schema: str, path: Path) -> None:
+    """`check-jsonschema --builtin-schema SCHEMA PATH`, run in this process: starting it is
+    most of its time."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = check_jsonschema_main(["--builtin-schema", schema, str(path)], standalone_mode=False)
+    assert code == 0, f"{path} does not fit {schema}:\n{output.getvalue()}"
+
+
+def tool(name: str) -> str:
+    """A command-line tool: the template's dev dependency, or (docker-compose) the system's."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is missing: install the template's dev dependencies (.ci/run does)"
+    return found
 
 
 # The Kubernetes version whose schemas the deploy files must satisfy (kubernetes-validate ships it).
@@ -147,9 +231,24 @@ def find_python(version: str) -> str:
 
 
 def uv() -> str:
-    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
-    assert found, "uv is missing: install the template's dev dependencies"
-    return found
+    return tool("uv")
+
+
+def pythons_path(versions: list[str]) -> str:
+    """PATH on a machine whose default Python is the oldest supported one, with the others after
+    it, newest first: uv must pick the chosen version from `.python-version`, not the first
+    interpreter that satisfies `requires-python`. uv itself comes first, alone in its folder."""
+    oldest, *others = sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
+    pythons = [str(Path(find_python(v)).parent) for v in [oldest, *reversed(others)]]
+    return os.pathsep.join([_uv_alone(), *pythons, os.environ["PATH"]])
+
+
+@functools.cache
+def _uv_alone() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="uv-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    (folder / "uv").symlink_to(uv())
+    return str(folder)
 
 
 def run(

@@ -82,19 +82,22 @@ def first_per(*options: str) -> list[dict[str, str]]:
 
 
 def one_per(
-    options: tuple[str, ...], spread: tuple[str, ...], among: list[dict[str, str]] = FULL
+    options: tuple[str, ...],
+    spread: tuple[str, ...],
+    among: list[dict[str, str]] | None = None,
 ) -> list[dict[str, str]]:
-    """One full bake (of those `among`) for each combination of values of `options`, chosen so
-    that the values of `spread` each come up about as often as the others."""
+    """One full bake (of `among`, by default all) for each combination of values of `options`,
+    chosen so that the values of `spread` each come up about as often as the others."""
+    plans = FULL if among is None else among
     seen: dict[tuple[str, str], int] = dict.fromkeys(
         ((option, value) for option in spread for value in choices(option)), 0
     )
     chosen: dict[tuple[str, ...], dict[str, str]] = {}
-    for plan in among:
+    for plan in plans:
         key = tuple(plan[option] for option in options)
         if key in chosen:
             continue
-        group = [p for p in among if tuple(p[option] for option in options) == key]
+        group = [p for p in plans if tuple(p[option] for option in options) == key]
         best = min(group, key=lambda p: sum(seen[(option, p[option])] for option in spread))
         for option in spread:
             seen[(option, best[option])] += 1

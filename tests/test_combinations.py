@@ -1,6 +1,7 @@
 """Each valid combination, verified for real: baked, clean, linted, type-checked, installed
 from its own pyproject.toml, and its own test suite passing against real services."""
 
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,19 +11,22 @@ import pytest
 
 from tests import combinations
 from tests.checks import (
+    check_ci,
     check_docker,
     check_hygiene,
     check_kubernetes,
     clean_env,
-    find_python,
     finish,
+    pythons_path,
     ruff,
     run,
     start,
+    tool,
     uv,
 )
-from tests.combinations import FULL, VALID
-from tests.conftest import Databases, broker_url
+from tests.combinations import COOKIECUTTER, FULL, VALID
+from tests.conftest import Databases, broker_url, free_port
+from tests.readme import walk_through
 
 # The offline tier differs by queue and framework: run it once for each such pair too.
 OFFLINE = combinations.first_per("task_queue", "web_framework")
@@ -36,6 +40,14 @@ BROWSER = combinations.one_per(
     spread=("task_queue", "broker", "database"),
     among=[plan for plan in reversed(FULL) if plan not in DRILLS and plan not in OFFLINE],
 )
+# The README followed as a person does, once per queue; pre-commit's own run, once: each on a
+# bake that does neither of the above, to even out the load.
+WALKS = combinations.one_per(
+    ("task_queue",),
+    spread=("web_framework", "broker", "database"),
+    among=[plan for plan in FULL if plan not in DRILLS + OFFLINE + BROWSER],
+)
+PRE_COMMIT = next(p for p in FULL if p not in DRILLS + OFFLINE + BROWSER + WALKS)
 
 
 @pytest.mark.parametrize("plan", FULL, ids=combinations.plan_id)
@@ -52,47 +64,78 @@ def test_combination(
     check_hygiene(project, plan)
     check_docker(project, plan)
     check_kubernetes(project, plan)
-    ruff(project)
+    check_ci(project, plan)
+    if plan is not PRE_COMMIT:
+        ruff(project)
 
     # Its own environment, from its own pyproject.toml: first what it needs to run, then its tools.
-    env = clean_env()
-    run([uv(), "venv", "--python", find_python(plan["python_version"]), ".venv"], project, env)
+    # The machine's default Python is older than the chosen one, which uv finds by itself, from
+    # `.python-version`, without downloading one.
+    assert (project / ".python-version").read_text() == f"{plan['python_version']}\n"
+    env = clean_env(PATH=pythons_path(COOKIECUTTER["python_version"]))
     run([uv(), "sync", "--no-dev"], project, env)
     python = str(project / ".venv" / "bin" / "python")
+    version = run([python, "-c", "import sys; print(*sys.version_info[:2], sep='.')"], project)
+    assert version.strip() == plan["python_version"], version
     run([python, "-c", f"import {package}.web, {package}.worker"], project, env)
     run([uv(), "sync"], project, env)
     installed = time.monotonic()
-    # The type check runs while the tests, which mostly wait on workers and brokers, run too.
-    mypy = start([str(project / ".venv" / "bin" / "mypy"), "src", "tests", "benchmarks"], project, env)
+    # The type check runs while the tests, which mostly wait on workers and brokers, run too;
+    # for one bake, pre-commit runs it, with ruff, as a developer's commit would.
+    if plan is PRE_COMMIT:
+        mypy = pre_commit(project, env)
+    else:
+        mypy = start(
+            [str(project / ".venv" / "bin" / "mypy"), "src", "tests", "benchmarks"], project, env
+        )
 
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
         services["TEST_DATABASE_URL"] = databases.create(f"{package}_test")
-    counts = run_suite(project, services, drills=plan in DRILLS, browser=plan in BROWSER)
+    counts = run_suite(project, env, services, drills=plan in DRILLS, browser=plan in BROWSER)
     assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
-        counts = run_suite(project, {}, drills=False, browser=False)
+        counts = run_suite(project, env, {}, drills=False, browser=False)
         assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
+    walked = time.monotonic()
+    if plan in WALKS:
+        settings = {"BROKER_URL": services["TEST_BROKER_URL"]}
+        if plan["database"] == "postgresql":
+            settings["DATABASE_URL"] = databases.create(f"{package}_readme")
+        walk_through(project, env, settings, smtp_port=free_port())
     tested = time.monotonic()
     finish(mypy)
     print(
         f"{combinations.plan_id(plan)}: install {installed - started:.0f}s, "
-        f"tests {tested - installed:.0f}s, then mypy {time.monotonic() - tested:.0f}s"
+        f"tests {walked - installed:.0f}s, README {tested - walked:.0f}s, "
+        f"then mypy {time.monotonic() - tested:.0f}s"
     )
 
 
+def pre_commit(project: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`pre-commit run --all-files` in the project made a git repository, as its README says."""
+    env = {**env, "PRE_COMMIT_HOME": str(project.parent / "pre-commit-home")}
+    run(["git", "init", "--quiet"], project, env)
+    run(["git", "add", "--all"], project, env)
+    return start([tool("pre-commit"), "run", "--all-files", "--show-diff-on-failure"], project, env)
+
+
 def run_suite(
-    project: Path, services: dict[str, str], drills: bool = True, browser: bool = True
+    project: Path,
+    env: dict[str, str],
+    services: dict[str, str],
+    drills: bool = True,
+    browser: bool = True,
 ) -> dict[str, int]:
-    """Run the project's own tests, with its drills and browser test or not; count them from
-    their JUnit report."""
+    """Run the project's own tests (`uv run pytest`, as its README says), with its drills and
+    browser test or not; count them from their JUnit report."""
     report = project / "report.xml"
-    pytest_command = [str(project / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider"]
+    pytest_command = [uv(), "run", "pytest", "-p", "no:cacheprovider"]
     wanted = {"drill": drills, "browser": browser}
     if left_out := [f"not {marker}" for marker, run in wanted.items() if not run]:
         pytest_command += ["-m", " and ".join(left_out)]
-    run([*pytest_command, f"--junitxml={report}"], project, clean_env(**services))
+    run([*pytest_command, f"--junitxml={report}"], project, {**env, **services})
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}

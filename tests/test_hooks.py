@@ -7,7 +7,7 @@ import pytest
 from cookiecutter.exceptions import FailedHookException
 
 from tests import combinations
-from tests.checks import check_docker, check_hygiene, check_kubernetes, ruff
+from tests.checks import check_ci, check_docker, check_hygiene, check_kubernetes, ruff
 from tests.combinations import COOKIECUTTER, EXTRA, FULL, INVALID, ROOT, VALID
 
 
@@ -96,6 +96,7 @@ def test_extra_bakes_for_pairwise_coverage_are_clean(cookies: Any, plan: dict[st
     check_hygiene(result.project_path, plan)
     check_docker(result.project_path, plan)
     check_kubernetes(result.project_path, plan)
+    check_ci(result.project_path, plan)
     ruff(result.project_path)
 
 

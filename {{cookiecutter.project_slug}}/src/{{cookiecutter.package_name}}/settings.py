@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # Each worker touches a heartbeat file here this often; health.py reads it.
     worker_heartbeat_dir: Path = Path(tempfile.gettempdir())
     worker_heartbeat_interval: float = Field(default=5.0, gt=0)
+{%- if cookiecutter.broker == "sqs" %}
+    # Plain HTTP to an SQS stand-in on another host, such as docker-compose.yml's moto
+    # (a loopback endpoint always gets plain HTTP; any other, HTTPS unless this is set).
+    sqs_plain_http: bool = False
+{%- endif %}
 
     @field_validator("webhook_url")
     @classmethod

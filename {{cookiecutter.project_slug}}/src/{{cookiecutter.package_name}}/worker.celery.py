@@ -78,7 +78,9 @@ app.conf.update(
         # 1 s would hold each finished slot idle for a second, two jobs a second per worker.
         "wait_time_seconds": 10,
         "polling_interval": 0.05,
-        "is_secure": not _is_loopback(urlsplit(settings.broker_url).hostname),
+        "is_secure": not (
+            settings.sqs_plain_http or _is_loopback(urlsplit(settings.broker_url).hostname)
+        ),
         "client-config": {"connect_timeout": 3, "read_timeout": 20, "retries": {"max_attempts": 2}},
 {%- else %}
         "confirm_publish": True,
