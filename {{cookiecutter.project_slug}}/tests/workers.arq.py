@@ -149,5 +149,6 @@ SCHEDULE_PROCESSES: tuple[str, ...] = ()
 
 def cleanup_runs(log: str) -> list[str]:
     """When a worker process's log shows it finished a cleanup (ARQ logs no id for cron jobs)."""
-    (cleanup,) = queue.WorkerSettings.cron_jobs
-    return re.findall(rf"^([\d:]+): .* ← {re.escape(cleanup.name)} ", log, re.MULTILINE)
+    cleanup = _cron_job(queue.cleanup_expired)
+    finished = rf"^\S*?(\d\d:\d\d:\d\d)\S* .* ← {re.escape(cleanup.name)} "  # the time it ended
+    return re.findall(finished, log, re.MULTILINE)
