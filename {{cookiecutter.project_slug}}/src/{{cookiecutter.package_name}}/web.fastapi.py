@@ -1,6 +1,7 @@
 """The HTTP API: sign up, upload a file, follow a job, check health.
 
-Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`.
+Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`; uvicorn runs
+`WEB_CONCURRENCY` processes of it.
 """
 
 {% if cookiecutter.task_queue == "arq" -%}
@@ -8,6 +9,7 @@ import asyncio
 {% endif -%}
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,24 +57,39 @@ def create_app() -> FastAPI:
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return error(503, api.DATABASE_DOWN)
-
-    async def dispatch(job: Job) -> JSONResponse:
-        """Hand a recorded job to the queue; if the broker is down, take the job back."""
-        try:
 {%- if cookiecutter.task_queue == "arq" %}
+
+    async def submit(record: Callable[[], Job]) -> JSONResponse:
+        """Record a job and hand it to the queue; if the broker is down, take the job back."""
+        job = await run_in_threadpool(record)
+        try:
             await worker.enqueue(app.state.redis, job)
-{%- else %}
-            await run_in_threadpool(worker.enqueue, job)
-{%- endif %}
         except jobs.BrokerUnavailable:
             await run_in_threadpool(jobs.withdraw, job)
             return error(503, api.QUEUE_DOWN)
         return JSONResponse(api.accepted(job), status_code=202)
+{%- else %}
+
+    def record_and_publish(record: Callable[[], Job]) -> JSONResponse:
+        job = record()
+        try:
+            worker.enqueue(job)
+        except jobs.BrokerUnavailable:
+            jobs.withdraw(job)
+            return error(503, api.QUEUE_DOWN)
+        return JSONResponse(api.accepted(job), status_code=202)
+
+    async def submit(record: Callable[[], Job]) -> JSONResponse:
+        """Record a job and hand it to the queue; if the broker is down, take the job back.
+
+        Both block (SQL, then the broker): one trip to the thread pool does the two.
+        """
+        return await run_in_threadpool(record_and_publish, record)
+{%- endif %}
 
     @app.post("/signups", status_code=202)
     async def create_signup(signup: api.SignupIn) -> JSONResponse:
-        job = await run_in_threadpool(records.create_signup_job, signup.email, signup.name)
-        return await dispatch(job)
+        return await submit(partial(records.create_signup_job, signup.email, signup.name))
 
     @app.post("/files", status_code=202)
     async def upload_file(request: Request) -> JSONResponse:
@@ -94,8 +111,7 @@ def create_app() -> FastAPI:
                 )
             except files.UploadTooLarge as exc:
                 return error(413, str(exc))
-        job = await run_in_threadpool(jobs.record_upload, stored)
-        return await dispatch(job)
+        return await submit(partial(jobs.record_upload, stored))
 
     @app.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> JSONResponse:

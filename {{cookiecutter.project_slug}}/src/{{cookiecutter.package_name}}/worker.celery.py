@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
-from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
 from . import cleanup, database, jobs
@@ -75,7 +74,7 @@ app.conf.update(
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1},
     task_default_queue=QUEUE,
     # A worker started without -Q consumes both queues; the Procfile gives each kind its own.
-    task_queues=[Queue(name, routing_key=name) for name in (QUEUE, FILE_QUEUE)],
+    task_queues={QUEUE: {"routing_key": QUEUE}, FILE_QUEUE: {"routing_key": FILE_QUEUE}},
     task_routes={"{{ cookiecutter.package_name }}.process_file": {"queue": FILE_QUEUE}},
     task_serializer="json",
     accept_content=["json"],
