@@ -68,7 +68,7 @@ class ThreadWorker:
         self._loop.close()
 
     async def _create(self) -> list[Worker]:
-        return [Worker(**_options(s), handle_signals=False, poll_delay=0.05) for s in SETTINGS]
+        return [Worker(**_options(s), handle_signals=False) for s in SETTINGS]
 
     async def _close(self) -> None:
         for worker in self._workers:

@@ -51,11 +51,12 @@ def record_signup(email: str, name: str) -> list[Job]:
     return records.create_signup_jobs(email, name, notify=bool(get_settings().webhook_url))
 
 
-def withdraw(job: Job) -> None:
-    """Take back a job that never reached the queue: its record, its signup, its upload."""
-    records.discard(job.id)
-    if job.kind == JobKind.PROCESS_FILE:
-        files.delete(job.payload["key"])
+def withdraw(*recorded: Job) -> None:
+    """Take back jobs that never reached the queue: their records, signup and upload."""
+    for job in recorded:
+        records.discard(job.id)
+        if job.kind == JobKind.PROCESS_FILE:
+            files.delete(job.payload["key"])
 
 
 def backoff(attempt: int) -> float:

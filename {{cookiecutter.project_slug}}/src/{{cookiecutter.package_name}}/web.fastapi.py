@@ -1,6 +1,7 @@
 """The HTTP API: sign up, upload a file, follow a job, check health; metrics and the dashboard.
 
-Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`.
+Serve it with `uvicorn --factory {{ cookiecutter.package_name }}.web:create_app`; uvicorn runs
+`WEB_CONCURRENCY` processes of it.
 """
 
 {% if cookiecutter.task_queue == "arq" -%}
@@ -8,6 +9,7 @@ import asyncio
 {% endif -%}
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -62,30 +64,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(OperationalError)
     async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return error(503, api.DATABASE_DOWN)
+{%- if cookiecutter.task_queue == "arq" %}
 
     async def publish(job: Job) -> None:
         """Hand a recorded job to the queue, or raise jobs.BrokerUnavailable."""
-{%- if cookiecutter.task_queue == "arq" %}
         await worker.enqueue(app.state.redis, job)
-{%- else %}
-        await run_in_threadpool(worker.enqueue, job)
-{%- endif %}
 
-    async def dispatch(*recorded: Job) -> JSONResponse:
-        """Hand recorded jobs to the queue; if the broker is down, take them all back."""
+    async def submit(record: Callable[[], list[Job]]) -> JSONResponse:
+        """Record jobs and hand them to the queue; if the broker is down, take them all back."""
+        recorded = await run_in_threadpool(record)
         try:
             for job in recorded:
                 await publish(job)
         except jobs.BrokerUnavailable:
+            await run_in_threadpool(jobs.withdraw, *recorded)
+            return error(503, api.QUEUE_DOWN)
+        return JSONResponse(api.accepted(*recorded), status_code=202)
+{%- else %}
+
+    async def publish(job: Job) -> None:
+        """Hand a recorded job to the queue, or raise jobs.BrokerUnavailable."""
+        await run_in_threadpool(worker.enqueue, job)
+
+    def record_and_publish(record: Callable[[], list[Job]]) -> JSONResponse:
+        recorded = record()
+        try:
             for job in recorded:
-                await run_in_threadpool(jobs.withdraw, job)
+                worker.enqueue(job)
+        except jobs.BrokerUnavailable:
+            jobs.withdraw(*recorded)
             return error(503, api.QUEUE_DOWN)
         return JSONResponse(api.accepted(*recorded), status_code=202)
 
+    async def submit(record: Callable[[], list[Job]]) -> JSONResponse:
+        """Record jobs and hand them to the queue; if the broker is down, take them all back.
+
+        Both block (SQL, then the broker): one trip to the thread pool does the two.
+        """
+        return await run_in_threadpool(record_and_publish, record)
+{%- endif %}
+
     @app.post("/signups", status_code=202)
     async def create_signup(signup: api.SignupIn) -> JSONResponse:
-        recorded = await run_in_threadpool(jobs.record_signup, signup.email, signup.name)
-        return await dispatch(*recorded)
+        return await submit(partial(jobs.record_signup, signup.email, signup.name))
 
     @app.post("/files", status_code=202)
     async def upload_file(request: Request) -> JSONResponse:
@@ -107,8 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             except files.UploadTooLarge as exc:
                 return error(413, str(exc))
-        job = await run_in_threadpool(jobs.record_upload, stored)
-        return await dispatch(job)
+        return await submit(lambda: [jobs.record_upload(stored)])
 
     @app.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> JSONResponse:

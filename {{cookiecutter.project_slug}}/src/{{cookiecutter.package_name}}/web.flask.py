@@ -1,6 +1,7 @@
 """The HTTP API: sign up, upload a file, follow a job, check health; metrics and the dashboard.
 
-Serve it with `gunicorn "{{ cookiecutter.package_name }}.web:create_app()"`.
+Serve it with `gunicorn --threads 8 "{{ cookiecutter.package_name }}.web:create_app()"`; gunicorn runs
+`WEB_CONCURRENCY` processes of it, each with 8 threads.
 """
 
 {% if cookiecutter.task_queue == "arq" -%}

@@ -26,7 +26,6 @@ import structlog
 from celery import Celery, Task, bootsteps
 from celery.app import trace
 from celery.signals import celeryd_init, setup_logging, worker_process_init
-from kombu import Queue
 from kombu.exceptions import KombuError, OperationalError
 
 from . import cleanup, database, health, jobs, logs, reconcile
@@ -89,7 +88,7 @@ app.conf.update(
     task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1},
     task_default_queue=QUEUE,
     # A worker started without -Q consumes both queues; the Procfile gives each kind its own.
-    task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+    task_queues={name: {"routing_key": name} for name in QUEUES},
     task_routes={"{{ cookiecutter.package_name }}.process_file": {"queue": FILE_QUEUE}},
     task_serializer="json",
     accept_content=["json"],
