@@ -15,7 +15,13 @@ import pytest
 from tests import workers
 from tests.conftest import Api, Mailbox
 from tests.processes import free_port, stop
-from tests.test_reconcile import assert_all_complete_once, scheduled_workers, submit
+from tests.test_reconcile import (
+    accepted,
+    assert_all_complete_once,
+    scheduled_workers,
+    signup,
+    submit,
+)
 from tests.test_reliability import call, post_file, post_json, procfile_command
 
 
@@ -91,13 +97,13 @@ def test_jobs_complete_after_redis_restarts_empty(
     worker.stop()
     try:
         with web_process(env) as web:
-            accepted = time.monotonic()
+            accepted_at = time.monotonic()
             jobs = submit(
-                lambda body: post_json(f"{web}/signups", body),
-                lambda name, content: post_file(f"{web}/files", name, content),
+                lambda address: accepted(post_json(f"{web}/signups", signup(address))),
+                lambda content: accepted(post_file(f"{web}/files", "lost.csv", content)),
             )
         private_redis.restart_empty()
         with scheduled_workers(env):
-            assert_all_complete_once(api, mailbox, jobs, since=accepted)
+            assert_all_complete_once(api, mailbox, jobs, since=accepted_at)
     finally:
         worker.start()
