@@ -135,6 +135,16 @@ def worker(migrated_database: None, smtp_server: Mailbox) -> Iterator[workers.Th
     thread_worker.stop()
 
 
+@pytest.fixture
+def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
+    """Leave the queue to worker processes for the length of a test."""
+    worker.stop()
+    try:
+        yield
+    finally:
+        worker.start()
+
+
 class Api:
     """The web app's HTTP API, as a client sees it."""
 

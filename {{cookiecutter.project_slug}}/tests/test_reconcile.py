@@ -179,10 +179,11 @@ def test_orphan_uploads_are_deleted_when_old_and_kept_when_fresh(api: Api) -> No
 
 
 @contextmanager
-def scheduled_workers(env: dict[str, str]) -> Iterator[None]:
-    """The Procfile's workers and scheduler, for as long as the block runs."""
+def scheduled_workers(broker_url: str) -> Iterator[None]:
+    """The Procfile's workers and scheduler, using this broker, for as long as the block runs."""
     bin_dir = str(Path(sys.executable).parent)
-    env = env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    env = os.environ | {"BROKER_URL": broker_url}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     cwd = tempfile.mkdtemp(prefix="workers-")  # the scheduler keeps its state file there
     started = []
     try:
@@ -237,6 +238,10 @@ def assert_all_complete_once(
 
 
 {% if cookiecutter.broker == "sqs" -%}
+def record_signup_only(address: str) -> str:
+    return records.create_signup_job(address, "Margaret").id
+
+
 def record_upload_only(content: bytes) -> str:
     return record_upload(files.store(io.BytesIO(content), "lost.csv", "text/csv", len(content))).id
 
@@ -244,36 +249,26 @@ def record_upload_only(content: bytes) -> str:
 @pytest.mark.drill
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 def test_jobs_never_published_complete(
-    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+    api: Api, mailbox: Mailbox, without_thread_worker: None
 ) -> None:
     # The web process died after it committed each record, before it published the message.
     # (SQS allows one purge of a queue a minute: this is how its drill loses messages.)
-    worker.stop()
-    try:
-        accepted_at = time.monotonic()
-        jobs = submit(
-            lambda address: records.create_signup_job(address, "Margaret").id, record_upload_only
-        )
-        with scheduled_workers(dict(os.environ)):
-            assert_all_complete_once(api, mailbox, jobs, since=accepted_at)
-    finally:
-        worker.start()
+    accepted_at = time.monotonic()
+    jobs = submit(record_signup_only, record_upload_only)
+    with scheduled_workers(os.environ["BROKER_URL"]):
+        assert_all_complete_once(api, mailbox, jobs, since=accepted_at)
 {% else -%}
 @pytest.mark.drill
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 def test_jobs_complete_after_their_queue_is_purged(
-    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+    api: Api, mailbox: Mailbox, without_thread_worker: None
 ) -> None:
-    worker.stop()
-    try:
-        accepted_at = time.monotonic()
-        jobs = submit(
-            lambda address: accepted(api.post_json("/signups", signup(address))),
-            lambda content: accepted(api.upload("/files", "file", "lost.csv", content, "text/csv")),
-        )
-        workers.purge()
-        with scheduled_workers(dict(os.environ)):
-            assert_all_complete_once(api, mailbox, jobs, since=accepted_at)
-    finally:
-        worker.start()
+    accepted_at = time.monotonic()
+    jobs = submit(
+        lambda address: accepted(api.post_json("/signups", signup(address))),
+        lambda content: accepted(api.upload("/files", "file", "lost.csv", content, "text/csv")),
+    )
+    workers.purge()
+    with scheduled_workers(os.environ["BROKER_URL"]):
+        assert_all_complete_once(api, mailbox, jobs, since=accepted_at)
 {% endif -%}

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,6 @@ import pytest
 from tests import workers
 from tests.conftest import PROJECT_ROOT, Api, Mailbox, count_rows, stored_files
 from tests.processes import free_port, kill, stop
-
-
-@pytest.fixture
-def without_thread_worker(worker: workers.ThreadWorker) -> Iterator[None]:
-    """Leave the queue to worker processes for the length of a test."""
-    worker.stop()
-    try:
-        yield
-    finally:
-        worker.start()
 
 
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
@@ -95,11 +86,11 @@ def procfile_command(process: str) -> str:
     raise LookupError(process)
 
 
-@pytest.fixture
-def web_without_broker(migrated_database: None) -> Iterator[str]:
-    """The Procfile's web process, started while the broker cannot be reached."""
+@contextmanager
+def web_process(broker_url: str) -> Iterator[str]:
+    """The Procfile's web process, using this broker; yields its base URL."""
     port = free_port()
-    env = os.environ | {"PORT": str(port), "BROKER_URL": workers.UNREACHABLE_BROKER_URL}
+    env = os.environ | {"PORT": str(port), "BROKER_URL": broker_url}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     process = subprocess.Popen(
@@ -120,6 +111,13 @@ def web_without_broker(migrated_database: None) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def web_without_broker(migrated_database: None) -> Iterator[str]:
+    """The Procfile's web process, started while the broker cannot be reached."""
+    with web_process(workers.UNREACHABLE_BROKER_URL) as base:
+        yield base
 
 
 def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broker: str) -> None:
