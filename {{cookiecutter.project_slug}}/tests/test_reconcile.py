@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import update
 
 from {{ cookiecutter.package_name }} import database, files, reconcile, records
@@ -23,7 +24,7 @@ from {{ cookiecutter.package_name }}.database import utcnow
 {%- if cookiecutter.broker == "sqs" %}
 from {{ cookiecutter.package_name }}.jobs import record_upload
 {%- endif %}
-from {{ cookiecutter.package_name }}.settings import get_settings
+from {{ cookiecutter.package_name }}.settings import Settings, get_settings
 
 from tests import workers
 from tests.conftest import Api, Mailbox
@@ -59,6 +60,12 @@ def new_address() -> str:
 
 def test_the_reconciler_runs_at_least_every_half_stuck_job_after() -> None:
     assert 1 <= workers.reconcile_every_seconds() <= AFTER.total_seconds() / 2
+
+
+def test_stuck_job_after_must_exceed_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STUCK_JOB_AFTER", str(SETTINGS.job_lease.total_seconds()))
+    with pytest.raises(ValidationError, match="STUCK_JOB_AFTER"):
+        Settings()
 
 
 def test_a_job_whose_message_never_reached_the_broker_completes(api: Api, mailbox: Mailbox) -> None:
