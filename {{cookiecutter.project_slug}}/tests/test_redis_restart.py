@@ -1,22 +1,24 @@
 """Redis restarted without persistence loses every queued message: the jobs still complete."""
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from tests import workers
 from tests.conftest import Api, Mailbox
-from tests.processes import free_port, procfile_command, stop
-from tests.test_reconcile import assert_all_complete_once, scheduled_workers, submit
-from tests.test_reliability import call, post_file, post_json
+from tests.processes import free_port, web_process
+from tests.test_reconcile import (
+    accepted,
+    assert_all_complete_once,
+    scheduled_workers,
+    signup,
+    submit,
+)
+from tests.test_reliability import post_file, post_json
 
 
 class RedisServer:
@@ -56,48 +58,18 @@ def private_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-@contextmanager
-def web_process(env: dict[str, str]) -> Iterator[str]:
-    """The Procfile's web process; yields its base URL."""
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = env | {"PORT": str(port), "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
-    process = subprocess.Popen(
-        ["/bin/sh", "-c", f"exec {procfile_command('web')}"], env=env, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                call(f"{base}/health")
-                break
-            except OSError:
-                assert process.poll() is None, "the web process exited"
-                assert time.monotonic() < deadline, "the web process did not start"
-                time.sleep(0.2)
-        yield base
-    finally:
-        stop(process)
-
-
 @pytest.mark.drill
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_jobs_complete_after_redis_restarts_empty(
-    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker, private_redis: RedisServer
+    api: Api, mailbox: Mailbox, private_redis: RedisServer, without_thread_worker: None
 ) -> None:
-    env = os.environ | {"BROKER_URL": private_redis.url}
-    worker.stop()
-    try:
-        with web_process(env) as web:
-            accepted = time.monotonic()
-            jobs = submit(
-                lambda body: post_json(f"{web}/signups", body),
-                lambda name, content: post_file(f"{web}/files", name, content),
-            )
-        private_redis.restart_empty()
-        with scheduled_workers(env):
-            assert_all_complete_once(api, mailbox, jobs, since=accepted)
-    finally:
-        worker.start()
+    with web_process(BROKER_URL=private_redis.url) as web:
+        accepted_at = time.monotonic()
+        jobs = submit(
+            lambda address: accepted(post_json(f"{web}/signups", signup(address))),
+            lambda content: accepted(post_file(f"{web}/files", "lost.csv", content)),
+        )
+    private_redis.restart_empty()
+    with scheduled_workers(private_redis.url):
+        assert_all_complete_once(api, mailbox, jobs, since=accepted_at)

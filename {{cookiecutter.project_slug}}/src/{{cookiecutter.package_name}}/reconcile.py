@@ -69,10 +69,11 @@ def republish_stuck(publish: Publish) -> dict[str, int]:
             try:
                 published = publish(job)
             except jobs.BrokerUnavailable as exc:
+                # This job waits one more round; the others are left to the next run.
                 logger.warning("reconciler stopped until its next run: %s", exc)
                 return counts
             if published is False:
-                counts["still_queued"] += 1
+                counts["still_queued"] += 1  # only slow: looked at again after another wait
             else:
                 records.published_again(job.id)
                 counts["published_again"] += 1
