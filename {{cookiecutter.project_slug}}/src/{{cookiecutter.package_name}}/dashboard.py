@@ -126,7 +126,7 @@ def overview_page(
         kinds=list(JobKind),
         statuses=list(JobStatus),
         counts=counts,
-        totals={k: sum(n for (kind_, _), n in counts.items() if kind_ == k) for k in JobKind},
+        totals={k: sum(counts[(k, s)] for s in JobStatus) for k in JobKind},
         depths=depths,
         last_finished=stats.last_finished(),
         jobs=stats.recent(chosen_kind, chosen_status, RECENT_JOBS),
