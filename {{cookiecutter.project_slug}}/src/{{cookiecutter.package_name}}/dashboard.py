@@ -96,7 +96,7 @@ class BadRequest(Exception):
 
 
 def reopen(job_id: str) -> Job:
-    """Queue a failed job again, as `records.reopen` does; the job as it was before.
+    """Mark a failed job queued again, as `records.reopen` does; the job as it was before.
 
     Raises BadRequest (404 or 409) for an unknown job or one that is not failed.
     """
