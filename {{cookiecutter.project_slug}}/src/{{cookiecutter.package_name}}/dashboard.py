@@ -10,6 +10,7 @@ the pages may not be framed by another site (clickjacking).
 import base64
 import binascii
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .api import is_job_id
 from .database import utcnow
 from .records import Job, JobKind, JobStatus
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
 
 RECENT_JOBS = 50
 QUEUE_DOWN = "the job queue is unavailable; the job is still failed, try again later"
@@ -106,6 +109,9 @@ def reopen(job_id: str) -> Job:
     before = records.reopen(job_id)
     if before is None:
         raise BadRequest(409, f"only a failed job can be retried; this one is {job.status}")
+    logger.info(
+        "job %s: retried after %s failed attempts (%s)", job_id, before.attempts, before.error
+    )
     return before
 
 
