@@ -260,6 +260,11 @@ def test_metrics_match_what_the_api_did(api: Api, mailbox: Mailbox) -> None:
     for name in queue.QUEUES:
         assert ("jobs_queue_depth", (("queue", name),)) in after
 
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    response = send(api, "GET", "/metrics", auth=None, headers={"Accept": openmetrics})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
 
 def test_queue_depth_and_age_of_waiting_jobs(api: Api, worker: workers.ThreadWorker) -> None:
     depth = ("jobs_queue_depth", (("queue", queue.QUEUE),))

@@ -83,13 +83,6 @@ def web_without_broker(migrated_database: None) -> Iterator[str]:
         yield base
 
 
-@pytest.fixture
-def web_without_broker(migrated_database: None) -> Iterator[str]:
-    """The Procfile's web process, started while the broker cannot be reached."""
-    with web_process(workers.UNREACHABLE_BROKER_URL) as base:
-        yield base
-
-
 def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broker: str) -> None:
     status, body = call(f"{web_without_broker}/health")
     assert status == 503

@@ -10,6 +10,7 @@ the pages may not be framed by another site (clickjacking).
 import base64
 import binascii
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .api import is_job_id
 from .database import utcnow
 from .records import Job, JobKind, JobStatus
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
 
 RECENT_JOBS = 50
 QUEUE_DOWN = "the job queue is unavailable; the job is still failed, try again later"
@@ -96,7 +99,7 @@ class BadRequest(Exception):
 
 
 def reopen(job_id: str) -> Job:
-    """Queue a failed job again, as `records.reopen` does; the job as it was before.
+    """Mark a failed job queued again, as `records.reopen` does; the job as it was before.
 
     Raises BadRequest (404 or 409) for an unknown job or one that is not failed.
     """
@@ -106,6 +109,9 @@ def reopen(job_id: str) -> Job:
     before = records.reopen(job_id)
     if before is None:
         raise BadRequest(409, f"only a failed job can be retried; this one is {job.status}")
+    logger.info(
+        "job %s: retried after %s failed attempts (%s)", job_id, before.attempts, before.error
+    )
     return before
 
 
@@ -126,7 +132,7 @@ def overview_page(
         kinds=list(JobKind),
         statuses=list(JobStatus),
         counts=counts,
-        totals={k: sum(n for (kind_, _), n in counts.items() if kind_ == k) for k in JobKind},
+        totals={k: sum(counts[(k, s)] for s in JobStatus) for k in JobKind},
         depths=depths,
         last_finished=stats.last_finished(),
         jobs=stats.recent(chosen_kind, chosen_status, RECENT_JOBS),

@@ -230,7 +230,7 @@ def fail(job_id: str, error: str) -> None:
 
 
 def reopen(job_id: str) -> Job | None:
-    """Queue a failed job again, with a fresh count of attempts; None if it is not failed.
+    """Mark a failed job queued again, with a fresh count of attempts; None if it is not failed.
 
     The error of the failed run stays until the next run starts. Returns the record as it was,
     for `restore` should the queue not take the job.
