@@ -31,7 +31,7 @@ PROCESSES = ("web", "worker", "scheduler")
 {%- else %}
 PROCESSES = ("web", "worker", "file_worker")
 {%- endif %}
-OUTAGE_SECONDS = 12
+OUTAGE_SECONDS = 10
 
 
 def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30) -> None:
