@@ -54,6 +54,7 @@ def test_flower_refuses_to_start_open(
     assert "FLOWER_BASIC_AUTH" in capsys.readouterr().err
 
 
+@pytest.mark.drill  # a second process start: verified once per broker, not in every combination
 def test_flower_asks_for_its_credentials() -> None:
     port = free_port()
     # Flower asks the workers about themselves before it serves a page: keep that short here.

@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 from arq import Retry, cron
@@ -133,12 +133,28 @@ def lifecycle(process: str, threads: int) -> tuple[Hook, Hook]:
     return on_startup, on_shutdown
 
 
+T = TypeVar("T")
+
+
+class _LoggedRetry(RedisRetry):
+    """Redis's retry with backoff, which also says in the logs that Redis cannot be reached."""
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        async def failed(error: RedisError) -> None:
+            logger.warning("redis unavailable, retrying", error=str(error))
+            await fail(error)
+
+        return await super().call_with_retry(do, failed)
+
+
 # Workers wait for Redis to come back rather than exit: every command, and every new connection
 # (refused ones raise OSError), is retried with backoff for as long as Redis is away.
 _redis_settings = RedisSettings.from_dsn(settings.broker_url)
 _redis_settings.conn_timeout = 3
 _redis_settings.retry_on_error = [ConnectionError, TimeoutError, OSError]
-_redis_settings.retry = RedisRetry(ExponentialBackoff(cap=10, base=0.5), retries=-1)
+_redis_settings.retry = _LoggedRetry(ExponentialBackoff(cap=10, base=0.5), retries=-1)
 
 
 class WorkerSettings:
