@@ -21,7 +21,12 @@ MARKERS = {
     ("web_framework", "flask"): {"flask", "werkzeug", "gunicorn"},
     ("broker", "redis"): {"celery[redis]"},
     ("broker", "sqs"): {"boto3", "botocore", "moto", "celery[sqs]", "moto[server,sqs]"},
-    ("database", "postgresql"): {"psycopg", "psycopg_pool", "psycopg[binary]", "psycopg[binary,pool]"},
+    ("database", "postgresql"): {
+        "psycopg",
+        "psycopg_pool",
+        "psycopg[binary]",
+        "psycopg[binary,pool]",
+    },
     ("database", "sqlite"): {"filelock"},
 }
 JINJA = re.compile(r"{{|{%|{#|cookiecutter", re.IGNORECASE)

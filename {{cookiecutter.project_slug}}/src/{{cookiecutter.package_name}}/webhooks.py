@@ -68,7 +68,9 @@ def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
     """POST `event` to WEBHOOK_URL once; the endpoint's answer if it took it (2xx)."""
     settings = get_settings()
     url = urlsplit(settings.webhook_url)
-    host = url.hostname or ""
+    host = url.hostname
+    if not host:
+        raise DeliveryRefused("WEBHOOK_URL is no longer set")
     address = resolve(host, url.port or (443 if url.scheme == "https" else 80))
     slots = _call_slots(settings.webhook_concurrency)
     if not slots.acquire(timeout=1):
