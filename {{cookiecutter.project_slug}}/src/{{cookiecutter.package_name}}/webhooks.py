@@ -19,6 +19,7 @@ import random
 import socket
 import threading
 import time
+import unicodedata
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -67,7 +68,9 @@ def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
     """POST `event` to WEBHOOK_URL once; the endpoint's answer if it took it (2xx)."""
     settings = get_settings()
     url = urlsplit(settings.webhook_url)
-    host = url.hostname or ""
+    host = url.hostname
+    if not host:
+        raise DeliveryRefused("WEBHOOK_URL is no longer set")
     address = resolve(host, url.port or (443 if url.scheme == "https" else 80))
     slots = _call_slots(settings.webhook_concurrency)
     if not slots.acquire(timeout=1):
@@ -125,7 +128,7 @@ def _post(url: SplitResult, address: str, message_id: str, event: dict[str, Any]
     headers = {
         "Host": url.netloc.rpartition("@")[2],
         "Content-Type": "application/json",
-        "User-Agent": f"{settings.app_name} webhooks",
+        "User-Agent": f"{_ascii(settings.app_name)} webhooks",
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secret, message_id, timestamp, body),
@@ -171,6 +174,11 @@ def _excerpt(response: httpx.Response, limit: int) -> str:
             break
     text = " ".join(received[:limit].decode(errors="replace").split())
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def _ascii(text: str) -> str:
+    """Header values are ASCII: "Café" becomes "Cafe"."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 def _is_public(address: str) -> bool:
