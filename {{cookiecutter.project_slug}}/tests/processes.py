@@ -29,9 +29,12 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM processes and their children, all at once, and wait for them to exit."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=30)
 
 
 def procfile_command(process: str) -> str:

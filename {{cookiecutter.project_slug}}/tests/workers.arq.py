@@ -72,6 +72,11 @@ class ThreadWorker:
 
     async def _close(self) -> None:
         for worker in self._workers:
+            # A job whose record is final may still be writing ARQ's own keys: let it finish, as
+            # close() cancels whatever still runs.
+            running = [task for task in worker.tasks.values() if not task.done()]
+            if running:
+                await asyncio.wait(running, timeout=10)
             await worker.close()
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -147,8 +152,14 @@ def _every_seconds(job: CronJob) -> float:
 SCHEDULE_PROCESSES: tuple[str, ...] = ()
 
 
-def cleanup_runs(log: str) -> list[str]:
-    """When a worker process's log shows it finished a cleanup (ARQ logs no id for cron jobs)."""
+def cleanup_runs(log: str) -> list[tuple[float, str]]:
+    """When each cleanup that a worker process's log shows it ran ended (to the second: ARQ
+    logs the time of day, and no id for cron jobs)."""
     cleanup = _cron_job(queue.cleanup_expired)
-    finished = rf"^\S*?(\d\d:\d\d:\d\d)\S* .* ← {re.escape(cleanup.name)} "  # the time it ended
-    return re.findall(finished, log, re.MULTILINE)
+    # The time of day at the start of the line, whatever the log format.
+    pattern = rf"^\S*?(\d\d:\d\d:\d\d)\S* .* ← {re.escape(cleanup.name)} "
+    today = datetime.now().strftime("%Y-%m-%d")
+    return [
+        (datetime.strptime(f"{today} {when}", "%Y-%m-%d %H:%M:%S").timestamp(), "")
+        for when in re.findall(pattern, log, re.MULTILINE)
+    ]

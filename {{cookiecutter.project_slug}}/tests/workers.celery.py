@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL")
@@ -82,6 +83,11 @@ def reconcile_every_seconds() -> float:
 SCHEDULE_PROCESSES = ("scheduler",)
 
 
-def cleanup_runs(log: str) -> list[str]:
-    """The ids of the cleanups that a worker process's log shows it ran."""
-    return re.findall(rf"Task {re.escape(queue.run_cleanup.name)}\[([\w-]+)\] succeeded", log)
+def cleanup_runs(log: str) -> list[tuple[float, str]]:
+    """When each cleanup that a worker process's log shows it ran ended, and its task id."""
+    name = re.escape(queue.run_cleanup.name)
+    pattern = rf"^\[([\d-]+ [\d:]+,\d+): [^]]+\] Task {name}\[([\w-]+)\] succeeded"
+    return [
+        (datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f").timestamp(), task_id)
+        for when, task_id in re.findall(pattern, log, re.MULTILINE)
+    ]

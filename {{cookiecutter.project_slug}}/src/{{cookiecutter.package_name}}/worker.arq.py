@@ -173,7 +173,11 @@ class WorkerSettings:
             cleanup_expired,
             **cron_fields(settings.cleanup_interval),  # type: ignore[arg-type]
             timeout=settings.cleanup_timeout,
-            unique=True,  # one run per tick, however many workers run
+            # One run per tick, however many workers carry the schedule: the tick's job id is
+            # refused while its job, or its result, exists. Without a kept result, a worker that
+            # reaches the tick after another finished it would run it again.
+            unique=True,
+            keep_result=settings.cleanup_interval.total_seconds(),
         ),
         cron(
             reconcile_jobs,
