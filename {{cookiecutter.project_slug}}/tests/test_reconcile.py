@@ -245,7 +245,7 @@ def assert_all_complete_once(
 
 {% if cookiecutter.broker == "sqs" -%}
 def record_signup_only(address: str) -> str:
-    return records.create_signup_job(address, "Margaret").id
+    return records.create_signup_jobs(address, "Margaret", notify=False)[0].id
 
 
 def record_upload_only(content: bytes) -> str:
