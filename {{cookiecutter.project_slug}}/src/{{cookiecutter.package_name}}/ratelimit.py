@@ -11,6 +11,9 @@ WEBHOOK_RATE_LIMIT calls to one host.
 {% endif -%}
 """
 {% if cookiecutter.broker != "redis" %}
+{%- if cookiecutter.database == "postgresql" %}
+import atexit
+{%- endif %}
 import hashlib
 {%- endif %}
 from functools import lru_cache
@@ -129,7 +132,9 @@ def _store(key: str) -> RedisStateStore:
 def _pool() -> ConnectionPool:
     url = engine_url(get_settings().database_url).set(drivername="postgresql")
     conninfo = url.render_as_string(hide_password=False)
-    return ConnectionPool(conninfo, min_size=1, max_size=4, timeout=5, open=True)
+    pool = ConnectionPool(conninfo, min_size=1, max_size=4, timeout=5, open=True)
+    atexit.register(pool.close)  # its threads would otherwise hold up the process's exit
+    return pool
 
 
 @lru_cache(maxsize=256)
