@@ -133,6 +133,7 @@ class Mailbox:
         self.arrivals: dict[str, list[float]] = defaultdict(list)
         self.distinct: dict[str, int] = defaultdict(int)
         self.duplicates: dict[str, int] = defaultdict(int)
+        self.received = 0
         self.changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -141,6 +142,7 @@ class Mailbox:
         for line in self.process.stdout:
             arrived, *recipients = line.split()
             with self.changed:
+                self.received += 1
                 for address in recipients:
                     tag = address.partition("-")[0]
                     times = self.arrivals[address]
@@ -313,15 +315,16 @@ def wrk(port: int, tag: str) -> tuple[int, int, float]:
 
 
 def await_emails(mailbox: Mailbox, tag: str, expected: int, result: dict[str, Any]) -> int:
-    """Wait for `expected` emails tagged `tag`; count as lost those still missing when nothing
-    has arrived for STALL seconds, as pending those still on their way after DRAIN seconds."""
+    """Wait for `expected` emails tagged `tag`; count as lost those still missing when no email
+    at all has arrived for STALL seconds (emails queued earlier may still be arriving ahead of
+    them), as pending those that may still be on their way after DRAIN seconds."""
     deadline = time.monotonic() + DRAIN
     while True:
-        seen = mailbox.distinct[tag]
+        seen = mailbox.received
         if mailbox.wait(lambda: mailbox.distinct[tag] >= expected, STALL):
             return expected
         delivered = mailbox.distinct[tag]
-        if delivered == seen:
+        if mailbox.received == seen:
             result["lost"] += expected - delivered
             return delivered
         if time.monotonic() > deadline:
