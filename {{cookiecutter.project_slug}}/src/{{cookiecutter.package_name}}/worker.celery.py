@@ -1,11 +1,9 @@
 """The Celery app: the broker settings, the tasks that run each job, and the cleanup schedule.
 
 Short I/O-bound jobs (emails, the cleanup) and CPU-bound ones (uploaded files) have their own
-queue and worker, sized for their kind of work, so that a burst of files never delays an email:
-
-    celery -A {{ cookiecutter.package_name }}.worker worker -Q {{ cookiecutter.package_name }} --pool threads --concurrency 16
-    celery -A {{ cookiecutter.package_name }}.worker worker -Q {{ cookiecutter.package_name }}.files --pool prefork
-    celery -A {{ cookiecutter.package_name }}.worker beat   # exactly one
+queue (QUEUE, FILE_QUEUE) and worker, sized for their kind of work, so that a burst of files never
+delays an email. The Procfile starts them: `worker` with 16 threads for QUEUE, `file_worker` with
+one process per core for FILE_QUEUE, and exactly one `scheduler` (beat).
 """
 
 {% if cookiecutter.broker == "sqs" -%}
