@@ -1,11 +1,10 @@
 """The Celery app: the broker settings, the tasks that run each job, and the schedule.
 
-Short I/O-bound jobs (emails, webhooks, the scheduled work) and CPU-bound ones (uploaded files) have their own
-queue (QUEUE, FILE_QUEUE) and worker, sized for their kind of work, so that a burst of files never
-delays an email. The Procfile starts them: `worker` with 16 threads for QUEUE, `file_worker` with
-one process per core for FILE_QUEUE, and exactly one `scheduler` (beat).
-Start as many workers as you like, on one host or many: each process gets a node name of its
-own.
+Short I/O-bound jobs (emails, webhooks, the scheduled work) and CPU-bound ones (uploaded files)
+have their own queue (QUEUE, FILE_QUEUE) and worker, sized for their kind of work, so that a burst
+of files never delays an email. The Procfile starts them: `worker` with 16 threads for QUEUE,
+`file_worker` with one process per core for FILE_QUEUE, and exactly one `scheduler` (beat). Start
+as many workers as you like, on one host or many: each process gets a node name of its own.
 """
 
 {% if cookiecutter.broker == "sqs" -%}
