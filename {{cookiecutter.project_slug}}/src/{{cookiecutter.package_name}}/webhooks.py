@@ -74,14 +74,14 @@ def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
     address = resolve(host, url.port or (443 if url.scheme == "https" else 80))
     slots = _call_slots(settings.webhook_concurrency)
     if not slots.acquire(timeout=1):
-        raise Throttled(_jittered(settings.retry_backoff), "too many calls at once in this worker")
+        raise Throttled(_later(0), "too many calls at once in this worker")
     try:
         try:
             wait = ratelimit.wait_for_turn(host)
         except Exception as exc:  # whatever its store raises: Redis or database errors
             raise DeliveryError(f"the rate limit could not be checked: {exc!r}") from exc
         if wait > 0:
-            raise Throttled(_jittered(wait), f"rate limit for {host}")
+            raise Throttled(_later(wait), f"rate limit for {host}")
         return _post(url, address, message_id, event)
     finally:
         slots.release()
@@ -194,6 +194,7 @@ def _call_slots(concurrency: int) -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(concurrency)
 
 
-def _jittered(delay: float) -> float:
-    """A little later than `delay`, so that workers held back together do not return together."""
-    return delay + random.uniform(0, max(delay, 0.1))
+def _later(wait: float) -> float:
+    """`wait`, and a random part of half RETRY_BACKOFF_MAX: jobs held back by a burst spread out
+    over that time rather than all come back for the next turn, and again for the one after."""
+    return wait + random.uniform(0, get_settings().retry_backoff_max / 2)
