@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from {{ cookiecutter.package_name }}.health import PROCESSES, Heartbeat
+from {{ cookiecutter.package_name }}.health import PROCESSES, Heartbeat, main
 
 from tests import workers
 
@@ -56,7 +56,6 @@ def test_health_check_fails_once_the_worker_is_gone(worker: workers.ThreadWorker
     wait_until_alive("worker")
 
 
-def test_health_check_refuses_an_unknown_process() -> None:
-    result = check("web")
-    assert result.returncode == 2
-    assert "usage" in result.stderr
+def test_health_check_refuses_an_unknown_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web"]) == 2
+    assert "usage" in capsys.readouterr().err

@@ -7,8 +7,8 @@ queue within the last three `WORKER_HEARTBEAT_INTERVAL`s, and 1 otherwise; eithe
 one line saying why. Each worker touches a heartbeat file for its kind at that interval from the
 loop that takes its jobs, and only while it is connected to the broker; it removes the file when
 it stops. A file answers for every broker alike (SQS has no remote control to ping a worker
-through), costs the broker nothing, and speaks for the worker next to it, whereas a ping through
-the broker or a health key in Redis answers for whichever worker of the queue replies first.
+through), costs neither the broker nor the probe a round trip, and speaks for the worker next to
+it, whereas ARQ's health key in Redis speaks for whichever worker of the queue wrote it last.
 """
 
 import sys
