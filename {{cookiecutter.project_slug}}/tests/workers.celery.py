@@ -86,8 +86,9 @@ SCHEDULE_PROCESSES = ("scheduler",)
 def cleanup_runs(log: str) -> list[tuple[float, str]]:
     """When each cleanup that a worker process's log shows it ran ended, and its task id."""
     name = re.escape(queue.run_cleanup.name)
-    pattern = rf"^\[([\d-]+ [\d:]+,\d+): [^]]+\] Task {name}\[([\w-]+)\] succeeded"
+    # The date and time at the start of the line, in Celery's format or in ours.
+    pattern = rf"^\W*(\d\d\d\d-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)\S* .*Task {name}\[([\w-]+)\] succeeded"
     return [
-        (datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f").timestamp(), task_id)
-        for when, task_id in re.findall(pattern, log, re.MULTILINE)
+        (datetime.strptime(f"{day} {when}", "%Y-%m-%d %H:%M:%S").timestamp(), task_id)
+        for day, when, task_id in re.findall(pattern, log, re.MULTILINE)
     ]
