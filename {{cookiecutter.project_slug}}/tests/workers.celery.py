@@ -87,7 +87,8 @@ def cleanup_runs(log: str) -> list[tuple[float, str]]:
     """When each cleanup that a worker process's log shows it ran ended, and its task id."""
     name = re.escape(queue.run_cleanup.name)
     # The date and time at the start of the line, in Celery's format or in ours.
-    pattern = rf"^\W*(\d\d\d\d-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)\S* .*Task {name}\[([\w-]+)\] succeeded"
+    when = r"^\W*(\d\d\d\d-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)\S* "
+    pattern = rf"{when}.*Task {name}\[([\w-]+)\] succeeded"
     return [
         (datetime.strptime(f"{day} {when}", "%Y-%m-%d %H:%M:%S").timestamp(), task_id)
         for day, when, task_id in re.findall(pattern, log, re.MULTILINE)

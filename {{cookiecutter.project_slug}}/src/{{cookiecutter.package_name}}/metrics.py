@@ -12,7 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.samples import Sample
 
-from . import stats
+from . import records, stats
 from .database import utcnow
 from .records import JobKind
 
@@ -63,6 +63,12 @@ class JobsCollector:
         for kind, finished_at in stats.last_finished().items():
             last.add_metric([kind], finished_at.timestamp())
         yield last
+
+        yield GaugeMetricFamily(
+            "jobs_republished",
+            "Publications of jobs whose message seemed lost, over the job records kept.",
+            value=records.republications(),
+        )
 
         durations = SummaryMetricFamily(
             "jobs_duration_seconds",
