@@ -16,8 +16,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import yaml
-from cloudcoil.models.keda import v1alpha1 as keda
 from check_jsonschema import main as check_jsonschema_main
+from cloudcoil.models.keda import v1alpha1 as keda
 
 from tests.combinations import COOKIECUTTER
 
