@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
@@ -104,8 +105,10 @@ def test_the_dashboard_in_a_browser(
     assert "5.1.1 Mailbox unavailable" in browser.find_element(By.ID, "error").text
     browser.find_element(By.ID, "retry").click()
 
-    # The job's page refreshes itself until the job has finished.
-    WebDriverWait(browser, 30).until(
+    # The job's page refreshes itself until the job has finished: an element read during a
+    # refresh may be gone or stale, which only means "not yet".
+    reloading = (NoSuchElementException, StaleElementReferenceException)
+    WebDriverWait(browser, 30, ignored_exceptions=reloading).until(
         lambda driver: driver.find_element(By.ID, "status").text == "succeeded"
     )
     assert browser.find_element(By.ID, "attempts").text == "1"
