@@ -53,7 +53,8 @@ def test_combination(
     run([uv(), "sync"], project, env)
     installed = time.monotonic()
     # The type check runs while the tests, which mostly wait on workers and brokers, run too.
-    mypy = start([str(project / ".venv" / "bin" / "mypy"), "src", "tests", "benchmarks"], project, env)
+    mypy_command = [str(project / ".venv" / "bin" / "mypy"), "src", "tests", "benchmarks"]
+    mypy = start(mypy_command, project, env)
 
     services = {"TEST_BROKER_URL": broker_url(plan["broker"], VALID.index(_axes(plan)), sqs_url)}
     if plan["database"] == "postgresql":
