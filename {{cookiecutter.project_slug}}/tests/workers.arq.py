@@ -71,6 +71,9 @@ class ThreadWorker:
 
     async def _close(self) -> None:
         for worker in self._workers:
+            # Let running jobs finish first: ARQ's close() cancels them, and fails if one of them
+            # is cancelled outside its own error handling.
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
             await worker.close()
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
