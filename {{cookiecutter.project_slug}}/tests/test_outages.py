@@ -5,9 +5,7 @@ again on the same port. None may exit: honcho, like other process managers, stop
 """
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import pytest
 from tests import workers
 from tests.conftest import Mailbox
 from tests.processes import free_port, procfile_command
+from tests.redis_server import RedisServer, running
 from tests.test_reliability import call, post_json
 
 pytestmark = [
@@ -41,44 +40,10 @@ def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30)
         time.sleep(0.2)
 
 
-def answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-class RedisServer:
-    """A redis-server of the test's own, without persistence, that can be stopped and restarted."""
-
-    def __init__(self) -> None:
-        server = shutil.which("redis-server")
-        assert server, "the outage drill needs redis-server on PATH"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.command = [server, "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
-        wait_until(lambda: answers(self.port), "redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
