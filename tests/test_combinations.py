@@ -107,7 +107,7 @@ def test_combination(
     if plan in OFFLINE:
         # The suite as a newcomer first runs it: no services, test doubles instead.
         counts = run_suite(project, env, {}, drills=False, browser=False)
-        assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 1}, counts
+        assert counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, counts
     walked = time.monotonic()
     if plan in WALKS:
         settings = {"BROKER_URL": services["TEST_BROKER_URL"]}

@@ -16,6 +16,7 @@ from tests.conftest import TEST_ENV, Api, Mailbox, count_rows, stored_files
 from tests.processes import kill, stop, web_process
 
 
+@pytest.mark.drill
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 def test_a_worker_killed_mid_job_is_replaced_and_the_email_sent_once(
     api: Api, mailbox: Mailbox, without_thread_worker: None

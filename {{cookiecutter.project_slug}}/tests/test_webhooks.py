@@ -270,7 +270,7 @@ def test_the_rate_limit_holds_across_two_worker_processes(
     done = threading.Event()
 
     def take_turns() -> None:
-        while not done.wait(period):
+        while not done.wait(period / 4):
             if ratelimit.wait_for_turn("127.0.0.1") == 0:
                 turns.append(time.monotonic())
 
@@ -288,12 +288,13 @@ def test_the_rate_limit_holds_across_two_worker_processes(
     assert [job["status"] for job in jobs] == ["succeeded"] * signups, jobs
     assert [job["attempts"] for job in jobs] == [1] * signups  # held back is not an attempt
     assert len(receiver.deliveries) == signups
-    assert turns, "this process never got a turn"
     calls = sorted([d.arrived for d in receiver.deliveries] + turns)
     # Any `limit + 1` calls in a row span a period, less some jitter on the way: far more than
     # the half period or less that limits of their own would allow.
     closest = min(last - first for first, last in zip(calls, calls[limit:], strict=False))
     assert closest >= 0.75 * period, f"{limit + 1} calls within {closest:.2f}s"
     senders = sorted({d.headers["User-Agent"].split()[0] for d in receiver.deliveries})
+    # Two processes or more shared the limit: both workers, or a worker and this process.
+    assert len(senders) + bool(turns) >= 2, (senders, turns)
     print(f"sent by {senders} and {len(turns)} turns taken here; {limit + 1} calls in a row")
     print(f"spanned at least {closest:.2f}s")
