@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,16 @@ def capture(log_format: str) -> io.StringIO:
     stream = io.StringIO()
     handler.setStream(stream)
     return stream
+
+
+def logged(stream: io.StringIO, *words: str, timeout: float = 5) -> list[str]:
+    """The lines that contain all of `words`, once one does: a job's record says how it ended a
+    moment before its worker logs it."""
+    deadline = time.monotonic() + timeout
+    while not (found := [x for x in stream.getvalue().splitlines() if all(w in x for w in words)]):
+        assert time.monotonic() < deadline, f"no log line with {words}"
+        time.sleep(0.05)
+    return found
 
 
 @pytest.fixture
@@ -42,6 +53,7 @@ def test_a_jobs_events_are_json_lines_with_its_id_and_kind(
     status, body = api.post_json("/signups", {"email": "logged@example.com", "name": "Lin"})
     assert status == 202, body
     assert api.wait_for_job(body["job_id"])["status"] == "succeeded"
+    logged(json_logs, "job succeeded", body["job_id"])
 
     lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
     events = [line for line in lines if line.get("job_id") == body["job_id"]]
@@ -68,11 +80,7 @@ def test_a_failed_job_is_logged_readably(
     assert status == 202, body
     assert api.wait_for_job(body["job_id"])["status"] == "failed"
 
-    (line,) = (
-        line
-        for line in console_logs.getvalue().splitlines()
-        if "job failed" in line and body["job_id"] in line
-    )
+    (line,) = logged(console_logs, "job failed", body["job_id"])
     assert f"job_id={body['job_id']}" in line
     assert "kind=process_file" in line
     assert not line.startswith("{")
