@@ -16,6 +16,7 @@ import atexit
 {%- endif %}
 import hashlib
 {%- endif %}
+import threading
 from functools import lru_cache
 {%- if cookiecutter.broker == "redis" and cookiecutter.task_queue == "celery" %}
 from urllib.parse import urlsplit
@@ -74,6 +75,7 @@ from .settings import get_settings
 {%- endif %}
 
 CLOCK = WallClock()
+_DECIDING = threading.Lock()
 
 
 def wait_for_turn(host: str) -> float:
@@ -81,12 +83,15 @@ def wait_for_turn(host: str) -> float:
     settings = get_settings()
     rate = (settings.webhook_rate_limit, round(settings.webhook_rate_period * 1000))
     bucket = _bucket(host, rate)
-    now = CLOCK.now()  # epoch milliseconds: comparable between machines
-    decision = bucket.put_decision(RateItem(host, now))
-    assert isinstance(decision, Decision)
+    # A bucket keeps its last decision on itself: one thread at a time, or a refusal made for one
+    # thread could be read as another's permission.
+    with _DECIDING:
+        now = CLOCK.now()  # epoch milliseconds: comparable between machines
+        decision = bucket.put_decision(RateItem(host, now))
 {%- if cookiecutter.broker != "redis" %}
-    bucket.leak(now)  # forget the calls that have left every window
+        bucket.leak(now)  # forget the calls that have left every window
 {%- endif %}
+    assert isinstance(decision, Decision)
     if decision.allowed:
         return 0.0
     if decision.retry_after_ms is None:  # another worker held the bucket: try again shortly
