@@ -90,3 +90,13 @@ def databases() -> Iterator[Databases]:
     made = Databases()
     yield made
     made.drop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Follow each full bake with a quick test. Under xdist a worker is handed the test after the
+    one it runs before it starts it (`--maxschedchunk 1` keeps it to one), so a bake queued behind
+    a bake would wait minutes while another worker stood idle; a quick test does not."""
+    bakes = [item for item in items if getattr(item, "originalname", "") == "test_combination"]
+    quick = [item for item in items if item not in bakes]
+    interleaved = [item for pair in zip(bakes, quick, strict=False) for item in pair]
+    items[:] = interleaved + bakes[len(quick) :] + quick[len(bakes) :]
