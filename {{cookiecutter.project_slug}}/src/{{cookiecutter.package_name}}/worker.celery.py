@@ -96,9 +96,10 @@ app.conf.update(
     worker_prefetch_multiplier=1,  # each worker holds one message per slot, no more
     worker_cancel_long_running_tasks_on_connection_loss=True,
 {%- if cookiecutter.broker != "sqs" %}
-    # Task events, which Flower shows (SQS cannot broadcast them).
+    # Task events, which Flower shows (SQS cannot broadcast them), from the moment a worker
+    # receives a task. Not the "sent" event: the web process would publish it for every job,
+    # one at a time through the event dispatcher's lock, for a quarter of its signups a second.
     worker_send_task_events=True,
-    task_send_sent_event=True,
 {%- endif %}
     broker_channel_error_retry=True,
     beat_schedule={
