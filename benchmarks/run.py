@@ -7,11 +7,9 @@ with none, every valid combination is measured (derived from cookiecutter.json, 
 verification derives them). For each one this bakes the project from `--template` (this clone by
 default, or any other clone or worktree), installs it in a virtual environment of its own,
 migrates its database, and starts its Procfile's web and worker processes, each in its own process
-group, against the real local services, with as many web processes as its `.env.example` gives
-(WEB_CONCURRENCY), as a deployment that follows its README runs. Then it measures, on the
-project and on the bare app of the same queue, framework and broker (`benchmarks/seed/`, library
-defaults, served the way a seed app is: uvicorn or gunicorn), one after the other, alternating
-which goes first:
+group, against the real local services. Then it measures, on the project and on the bare app of
+the same queue, framework and broker (`benchmarks/seed/`, library defaults, served the way a seed
+app is: uvicorn or gunicorn), one after the other, alternating which goes first:
 
 - the welcome email's latency, from `POST /signups` to the email's arrival at an SMTP server in a
   process of its own (`smtp_sink.py`): p50 and p99 of sequential requests after a warm-up;
@@ -443,13 +441,6 @@ def seed_commands(combo: dict[str, str]) -> dict[str, str]:
     return {"web": web[framework], "worker": worker[queue]}
 
 
-def env_example(project: Path) -> dict[str, str]:
-    """The settings `.env.example` gives, as `cp .env.example .env` hands them to honcho."""
-    lines = (project / ".env.example").read_text().splitlines()
-    pairs = [line.partition("=") for line in lines if "=" in line and not line.startswith("#")]
-    return {name.strip(): value.strip() for name, _, value in pairs}
-
-
 def procfile(project: Path) -> dict[str, str]:
     entries = {}
     for line in (project / "Procfile").read_text().splitlines():
@@ -568,12 +559,7 @@ def bench(combo: dict[str, str], template: Path, python: str, first: str) -> dic
             "PATH": f"{bin_path}{os.pathsep}{env['PATH']}",
             "VIRTUAL_ENV": str(project / ".venv"),
         }
-        project_env = common | {
-            "DATABASE_URL": database,
-            "UPLOAD_DIR": str(work / "uploads"),
-            # As many web processes as its README has a deployment start (`.env.example`).
-            "WEB_CONCURRENCY": env_example(project)["WEB_CONCURRENCY"],
-        }
+        project_env = common | {"DATABASE_URL": database, "UPLOAD_DIR": str(work / "uploads")}
         entries = procfile(project)
         run(["/bin/sh", "-c", entries["release"]], project, project_env)
         project_side = {n: c for n, c in entries.items() if n == "web" or "worker" in n}
