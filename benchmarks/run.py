@@ -38,7 +38,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,20 +51,24 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.checks import clean_env, find_python, run, uv  # noqa: E402
 from tests.combinations import AXES, VALID  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    RABBITMQ_URL,
+    Databases,
+    free_port,
+    moto_server,
+    wait_for_port,
+)
 
 HERE = ROOT / "benchmarks"
 SEED = HERE / "seed"
-REDIS_URL = os.environ.get("REDIS_URL")
-RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("REDIS_URL")  # unset: a private redis-server for the run
 COOKIECUTTER = shutil.which("cookiecutter", path=str(Path(sys.executable).parent)) or "cookiecutter"
-POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 WARMUP = 5  # sequential signups before anything is measured
 LATENCY_SAMPLES = 100  # at most this many sequential signups,
@@ -91,25 +94,6 @@ def plan(names: list[str]) -> list[dict[str, str]]:
     if unknown:
         raise SystemExit(f"not valid combinations: {unknown}; choose among {sorted(valid)}")
     return [valid[name] for name in names] if names else list(VALID)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, alive: Callable[[], None], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing answers on port {port}") from None
-            time.sleep(0.1)
 
 
 class Mailbox:
@@ -470,36 +454,6 @@ def redis_server() -> Iterator[str]:
         server.wait(timeout=10)
 
 
-@contextmanager
-def sqs_server() -> Iterator[str]:
-    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    assert moto, "moto_server is missing: install the template's dev dependencies"
-    port = free_port()
-    server = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, lambda: None)
-        yield f"sqs://test:test@127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-@contextmanager
-def postgres_database(name: str) -> Iterator[str]:
-    with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_URL}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # Run with the project's own Python, which has the broker's client library.
 FLUSH_REDIS = "import sys, redis; redis.Redis.from_url(sys.argv[1]).flushdb()"
 DELETE_AMQP_QUEUES = """
@@ -543,9 +497,11 @@ def bench(combo: dict[str, str], template: Path, python: str, first: str) -> dic
             delete = [venv_python, "-c", DELETE_AMQP_QUEUES, broker, *queues]
             stack.callback(run, delete, project, env)
         else:
-            broker = stack.enter_context(sqs_server())
+            broker = stack.enter_context(moto_server())
         if combo["database"] == "postgresql":
-            database = stack.enter_context(postgres_database(package))
+            databases = Databases()
+            stack.callback(databases.drop_all)
+            database = databases.create(package)
         else:
             database = f"sqlite:///{work / 'project.db'}"
         mailbox = Mailbox(work)

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -29,21 +30,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_for_port(port: int, alive: Callable[[], None], timeout: float = 60) -> None:
+    """Wait until something answers on `port`; `alive()` raises if its server has exited."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
-            assert process.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, f"nothing answers on port {port}"
-            time.sleep(0.2)
+            alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answers on port {port}") from None
+            time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def sqs_url() -> Iterator[str]:
-    """A local SQS endpoint: moto's server, started for this session."""
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A local SQS endpoint: moto's server, in a process group of its own."""
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     assert server, "moto_server is missing: install the template's dev dependencies"
     port = free_port()
@@ -51,13 +54,26 @@ def sqs_url() -> Iterator[str]:
         [server, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+
+    def alive() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}")
+
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, alive)
         yield f"sqs://test:test@127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def sqs_url() -> Iterator[str]:
+    """A local SQS endpoint for this session."""
+    with moto_server() as url:
+        yield url
 
 
 def broker_url(broker: str, index: int, sqs: str) -> str:
