@@ -10,25 +10,23 @@ the pages may not be framed by another site (clickjacking).
 import base64
 import binascii
 import json
-import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Self
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from sqlalchemy.orm import Session
 
 from . import records, stats
-from .api import is_job_id
 from .database import utcnow
-from .records import Job, JobKind, JobStatus
+from .models import Attempt, Job, JobKind, JobStatus
 from .settings import Settings
 
-logger = logging.getLogger(__name__)
-
 RECENT_JOBS = 50
+CHART_MINUTES = 60
 QUEUE_DOWN = "the job queue is unavailable; the job is still failed, try again later"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="jobs dashboard", charset="UTF-8"'}
 # Sent with every page: never cached, never framed, no script, forms post to this site only.
@@ -72,9 +70,13 @@ class Credentials:
         except binascii.Error:
             return False
         username, colon, password = decoded.partition(b":")
+        return bool(colon) and self.match(username, password)
+
+    def match(self, username: bytes, password: bytes) -> bool:
+        """Whether these are the credentials, compared in constant time."""
         same_username = secrets.compare_digest(username, self.username)
         same_password = secrets.compare_digest(password, self.password)
-        return bool(colon) and same_username and same_password
+        return same_username and same_password
 
 
 def cross_site(fetch_site: str | None, origin: str | None, host: str | None) -> bool:
@@ -90,43 +92,17 @@ def cross_site(fetch_site: str | None, origin: str | None, host: str | None) -> 
     return False
 
 
-class BadRequest(Exception):
-    """A request the dashboard cannot answer: `status` and a message to show."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def reopen(job_id: str) -> Job:
-    """Mark a failed job queued again, as `records.reopen` does; the job as it was before.
-
-    Raises BadRequest (404 or 409) for an unknown job or one that is not failed.
-    """
-    job = records.get_job(job_id) if is_job_id(job_id) else None
-    if job is None:
-        raise BadRequest(404, f"no job with id {job_id!r}")
-    before = records.reopen(job_id)
-    if before is None:
-        raise BadRequest(409, f"only a failed job can be retried; this one is {job.status}")
-    logger.info(
-        "job %s: retried after %s failed attempts (%s)", job_id, before.attempts, before.error
-    )
-    return before
-
-
-def requeued(job: Job) -> dict[str, Any]:
-    """What POST /jobs/{id}/retry answers once the job is queued again."""
-    return {"job_id": job.id, "kind": job.kind, "status": "queued", "url": f"/jobs/{job.id}"}
-
-
 def overview_page(
-    settings: Settings, kind: str | None, status: str | None, depths: Mapping[str, int] | None
+    db: Session,
+    settings: Settings,
+    kind: str | None,
+    status: str | None,
+    depths: Mapping[str, int] | None,
 ) -> str:
     """The dashboard: counts, queues, workers and the latest jobs, filtered by kind and status."""
     chosen_kind = _choice("kind", kind, JobKind)
     chosen_status = _choice("status", status, JobStatus)
-    counts = stats.counts()
+    counts = stats.counts(db)
     return _templates.get_template("overview.html").render(
         app_name=settings.app_name,
         kinds=list(JobKind),
@@ -134,8 +110,10 @@ def overview_page(
         counts=counts,
         totals={k: sum(counts[(k, s)] for s in JobStatus) for k in JobKind},
         depths=depths,
-        last_finished=stats.last_finished(),
-        jobs=stats.recent(chosen_kind, chosen_status, RECENT_JOBS),
+        last_finished=stats.last_finished(db),
+        per_minute=stats.per_minute(db, utcnow(), CHART_MINUTES),
+        minutes=CHART_MINUTES,
+        jobs=stats.recent(db, chosen_kind, chosen_status, RECENT_JOBS),
         kind=chosen_kind,
         status=chosen_status,
         limit=RECENT_JOBS,
@@ -143,19 +121,22 @@ def overview_page(
     )
 
 
-def job_page(settings: Settings, job_id: str) -> str:
-    """One job in full, with a retry button if it failed; BadRequest (404) if there is none."""
-    job = records.get_job(job_id) if is_job_id(job_id) else None
-    if job is None:
-        raise BadRequest(404, f"no job with id {job_id!r}")
+def job_page(settings: Settings, job: Job, attempts: Sequence[Attempt]) -> str:
+    """One job in full, with its attempts, and a button to retry it if it failed, or cancel it
+    if it has not run yet or is a file job that runs."""
     return _templates.get_template("job.html").render(
-        app_name=settings.app_name, job=job, now=utcnow(), failed=JobStatus.FAILED
+        app_name=settings.app_name,
+        job=job,
+        attempts=attempts,
+        now=utcnow(),
+        failed=JobStatus.FAILED,
+        cancellable=records.cancellable(job),
     )
 
 
 def _choice(name: str, value: str | None, choices: Iterable[str]) -> str | None:
     if value and value not in set(choices):
-        raise BadRequest(400, f"unknown {name} {value!r}")
+        raise ValueError(f"unknown {name} {value!r}")
     return value or None
 
 
@@ -182,8 +163,14 @@ def _took(job: Job) -> float | None:
     return (job.finished_at - job.started_at).total_seconds()
 
 
+def _between(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
 _templates.filters["when"] = _when
 _templates.filters["when_short"] = _when_short
 _templates.filters["seconds"] = _seconds
 _templates.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
 _templates.globals["took"] = _took
+_templates.globals["between"] = _between
+_templates.filters["zip_sum"] = lambda one, other: [a + b for a, b in zip(one, other, strict=True)]

@@ -1,4 +1,4 @@
-"""The SQLAlchemy engine and sessions, one engine per process."""
+"""The SQLAlchemy engine and sessions: one engine per database and process."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -6,11 +6,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import URL, DateTime, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, DateTime, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
-from .settings import get_settings
+from . import tracing
+from .settings import Settings, get_settings
+
+# Where Core statements run: a plain connection's transaction (`transaction`) or a session's.
+Db = Connection | Session
 
 
 class Base(DeclarativeBase):
@@ -48,12 +52,26 @@ def engine_url(database_url: str) -> URL:
     return url
 
 
+def engine(settings: Settings | None = None) -> Engine:
+    """The engine for the settings' database (this process's settings by default)."""
+    settings = settings or get_settings()
+    pool = (settings.database_pool_size, settings.database_max_overflow)
+    return _engine(settings.database_url, *pool, settings.database_pool_timeout)
+
+
 @lru_cache
-def engine() -> Engine:
-    url = engine_url(get_settings().database_url)
+def _engine(database_url: str, pool_size: int, max_overflow: int, pool_timeout: float) -> Engine:
+    url = engine_url(database_url)
+    # Each process holds at most pool_size + max_overflow connections; a thread that finds
+    # them all in use waits up to pool_timeout for one (see README, "Database connections").
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-    created = create_engine(url, connect_args={"timeout": 30})
+        # No server-side prepared statements: behind PgBouncer in transaction pooling, the next
+        # transaction may run on another server connection, which lacks them or has its own.
+        connect_args = {"connect_timeout": 5, "prepare_threshold": None}
+        created = create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
+        return tracing.trace_sql(created)
+    created = create_engine(url, connect_args={"timeout": 30}, **pool)
 
     @event.listens_for(created, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -66,16 +84,25 @@ def engine() -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    return created
+    return tracing.trace_sql(created)
 
 
 @contextmanager
-def session() -> Iterator[Session]:
-    """A session whose work is committed on success and rolled back on error."""
-    with Session(engine(), expire_on_commit=False) as db, db.begin():
+def session(bind: Engine | None = None) -> Iterator[Session]:
+    """A transaction, committed on success and rolled back on error (this process's database
+    by default)."""
+    with Session(bind or engine(), expire_on_commit=False) as db, db.begin():
         yield db
 
 
-def ping() -> None:
-    with engine().connect() as connection:
+@contextmanager
+def transaction(bind: Engine | None = None) -> Iterator[Connection]:
+    """A transaction on a plain connection, for Core statements only (a worker's claim and
+    outcomes): cheaper than a session, which tracks objects such work never loads."""
+    with (bind or engine()).begin() as connection:
+        yield connection
+
+
+def ping(bind: Engine | None = None) -> None:
+    with (bind or engine()).connect() as connection:
         connection.execute(text("SELECT 1"))

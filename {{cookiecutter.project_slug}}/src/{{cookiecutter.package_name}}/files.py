@@ -1,6 +1,7 @@
 """Store uploaded files under generated names, and analyse them."""
 
 import csv
+import errno
 import hashlib
 import io
 import os
@@ -10,9 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
-
-from .settings import get_settings
+from typing import Any, Protocol
 
 CHUNK_BYTES = 1024 * 1024
 THUMBNAIL_SIZE = (256, 256)
@@ -22,6 +21,8 @@ _STORED_NAME = re.compile(
     r"(?P<key>[0-9a-f]{32})(\.thumbnail\.png|(?P<partial>(\.thumbnail)?\.part))?"
 )
 _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+# A write that fails for one of these fails for want of room, not because of the file.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
 Progress = Callable[[float], None]
 
@@ -36,6 +37,19 @@ class UnreadableFile(Exception):
     """The file claims a format it does not have."""
 
 
+class StorageFull(Exception):
+    """The upload directory's disk (or quota) has no room left: a state that passes once room
+    is made, not a fault of the file."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(f"no room left in {directory}")
+        self.directory = directory
+
+
+class Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class StoredFile:
     key: str  # the generated name under UPLOAD_DIR
@@ -47,83 +61,89 @@ class StoredFile:
         return asdict(self)
 
 
-def upload_dir() -> Path:
-    return get_settings().upload_dir.resolve()
+class Uploads:
+    """The uploads stored in one directory, under names we generate."""
 
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
 
-def original_path(key: str) -> Path:
-    if not _KEY.fullmatch(key):
-        raise ValueError(f"not a file key: {key!r}")
-    return upload_dir() / key
+    def path(self, key: str) -> Path:
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"not a file key: {key!r}")
+        return self.directory / key
 
+    def thumbnail(self, key: str) -> Path:
+        return self.path(key).with_name(f"{key}.thumbnail.png")
 
-def thumbnail_path(key: str) -> Path:
-    return original_path(key).with_name(f"{key}.thumbnail.png")
-
-
-def store(stream: IO[bytes], filename: str, content_type: str, max_bytes: int) -> StoredFile:
-    """Copy `stream` to a new file chunk by chunk; nothing is left behind if it is too large."""
-    key = uuid.uuid4().hex
-    upload_dir().mkdir(parents=True, exist_ok=True)
-    target = original_path(key)
-    partial = target.with_name(f"{key}.part")
-    size = 0
-    try:
-        with partial.open("xb") as out:
-            while chunk := stream.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise UploadTooLarge(max_bytes)
-                out.write(chunk)
-        partial.rename(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return StoredFile(key, filename[:255], content_type, size)
-
-
-def delete(key: str) -> None:
-    """Remove a stored file and everything derived from it."""
-    for path in (original_path(key), thumbnail_path(key)):
-        path.unlink(missing_ok=True)
-
-
-def written_before(cutoff: datetime) -> Iterator[tuple[str, Path, bool]]:
-    """Each file we stored and last wrote before `cutoff`: its key, its path, and whether it
-    is partial (a write that never finished)."""
-    try:
-        entries = list(os.scandir(upload_dir()))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        name = _STORED_NAME.fullmatch(entry.name)
-        if name is None or not entry.is_file(follow_symlinks=False):
-            continue
+    def store(self, stream: Source, filename: str, content_type: str, max_bytes: int) -> StoredFile:
+        """Copy `stream` to a new file chunk by chunk; nothing is left behind if it is too large,
+        if reading it fails, or if the disk is full (`StorageFull`)."""
+        key = uuid.uuid4().hex
+        target = self.path(key)
+        partial = target.with_name(f"{key}.part")
+        size = 0
         try:
-            written = entry.stat().st_mtime
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with partial.open("xb") as out:
+                while chunk := stream.read(CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UploadTooLarge(max_bytes)
+                    out.write(chunk)
+            partial.rename(target)
+        except OSError as exc:
+            if exc.errno in _NO_ROOM:
+                raise StorageFull(self.directory) from exc
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
+        return StoredFile(key, filename[:255], content_type, size)
+
+    def sha256(self, key: str) -> str:
+        with self.path(key).open("rb") as stored:
+            return hashlib.file_digest(stored, "sha256").hexdigest()
+
+    def delete(self, key: str) -> None:
+        """Remove a stored file and everything derived from it."""
+        for path in (self.path(key), self.thumbnail(key)):
+            path.unlink(missing_ok=True)
+
+    def written_before(self, cutoff: datetime) -> Iterator[tuple[str, Path, bool]]:
+        """Each file we stored and last wrote before `cutoff`: its key, its path, and whether it
+        is partial (a write that never finished)."""
+        try:
+            entries = list(os.scandir(self.directory))
         except FileNotFoundError:
-            continue  # deleted meanwhile
-        if written < cutoff.timestamp():
-            yield name["key"], Path(entry.path), name["partial"] is not None
+            return
+        for entry in entries:
+            name = _STORED_NAME.fullmatch(entry.name)
+            if name is None or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                written = entry.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            if written < cutoff.timestamp():
+                yield name["key"], Path(entry.path), name["partial"] is not None
 
-
-def analyse(stored: StoredFile, progress: Progress) -> dict[str, Any]:
-    """Checksum every file; count a CSV's rows and columns; measure and thumbnail an image."""
-    path = original_path(stored.key)
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        done = 0
-        while chunk := source.read(CHUNK_BYTES):
-            digest.update(chunk)
-            done += len(chunk)
-            progress(0.5 * done / size)
-    result: dict[str, Any] = {"sha256": digest.hexdigest(), "size": size}
-    if image := _image_summary(stored.key):
-        result["image"] = image
-    elif _looks_like_csv(stored):
-        result["csv"] = _csv_summary(path, size, progress)
-    progress(1.0)
-    return result
+    def analyse(self, stored: StoredFile, progress: Progress) -> dict[str, Any]:
+        """Checksum every file; count a CSV's rows and columns; measure and thumbnail an image."""
+        path = self.path(stored.key)
+        size = path.stat().st_size
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            done = 0
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                done += len(chunk)
+                progress(0.5 * done / size)
+        result: dict[str, Any] = {"sha256": digest.hexdigest(), "size": size}
+        if image := _image_summary(path, self.thumbnail(stored.key)):
+            result["image"] = image
+        elif _looks_like_csv(stored):
+            result["csv"] = _csv_summary(path, size, progress)
+        progress(1.0)
+        return result
 
 
 def _looks_like_csv(stored: StoredFile) -> bool:
@@ -144,16 +164,15 @@ def _csv_summary(path: Path, size: int, progress: Progress) -> dict[str, Any]:
     return {"rows": rows, "columns": columns}
 
 
-def _image_summary(key: str) -> dict[str, Any] | None:
+def _image_summary(path: Path, target: Path) -> dict[str, Any] | None:
     # Imported here: only the file worker needs Pillow, and it costs every other process memory.
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(original_path(key))
+        image = Image.open(path)
     except UnidentifiedImageError:
         return None
-    target = thumbnail_path(key)
-    partial = target.with_name(f"{key}.thumbnail.part")
+    partial = target.with_name(f"{path.name}.thumbnail.part")
     with image:
         summary = {"format": image.format, "width": image.width, "height": image.height}
         try:
@@ -163,6 +182,8 @@ def _image_summary(key: str) -> dict[str, Any] | None:
             thumbnail.save(partial, format="PNG")
         except (OSError, Image.DecompressionBombError) as exc:
             partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                raise StorageFull(target.parent) from exc
             raise UnreadableFile(f"cannot decode the image: {exc}") from exc
     partial.rename(target)
     summary["thumbnail"] = target.name

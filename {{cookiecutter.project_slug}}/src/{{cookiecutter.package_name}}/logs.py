@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from .settings import get_settings
 
@@ -29,9 +30,20 @@ TAKEN_OVER = (
 {%- endif %}
 )
 
+
+def _add_trace_ids(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """The trace and span a line was written in, if any (see tracing.py)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = trace.format_trace_id(context.trace_id)
+        event["span_id"] = trace.format_span_id(context.span_id)
+    return event
+
+
 # Fields every line gets, whether it comes from structlog or from a standard library logger.
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_trace_ids,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -42,16 +54,16 @@ def configure(log_format: str | None = None) -> None:
     """Send every logger of this process to stderr in the chosen format; safe to call again."""
     settings = get_settings()
     log_format = log_format or settings.log_format
+    # A call below the level returns at once, before any processor runs: the filtering logger's
+    # methods for those levels do nothing. The others are rendered once, by the handler.
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
             *_SHARED,
-            structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(settings.log_level),
         cache_logger_on_first_use=True,
     )
     logging.config.dictConfig(

@@ -12,17 +12,19 @@ The scheduler runs this every minute, or every STUCK_JOB_AFTER / 2 when that is 
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from . import files, jobs, records
+from . import database, files, jobs, maintenance
 from .database import utcnow
-from .records import Job
+from .models import Job
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-# Publish a job's message; False when the broker says it still holds one for this job.
+# Publish a job's message; False when the broker says it may still hold one for this job: ARQ
+# holds this job's id, or (Celery) the job's queue still has messages waiting. A job waiting in a
+# backlog is then never published again, nor failed as never started.
 Publish = Callable[[Job], bool | None]
 BATCH_SIZE = 100
 # Uploads no record names are deleted once this old: a file being stored has no record yet.
@@ -38,7 +40,10 @@ def every() -> timedelta:
 
 
 def run(publish: Publish) -> dict[str, int]:
-    """One scheduled run; it stops early, leaving the rest to the next, near its time limit."""
+    """One scheduled run; it stops early, leaving the rest to the next, near its time limit.
+    It first sums up the job counts' changes (see models.JobCount)."""
+    with database.session() as db:
+        maintenance.sum_counts(db)
     counts = republish_stuck(publish) | {"orphan_uploads": delete_orphan_uploads()}
     level = logging.WARNING if counts["published_again"] or counts["failed"] else logging.INFO
     logger.log(
@@ -55,16 +60,20 @@ def republish_stuck(publish: Publish) -> dict[str, int]:
     after, most = settings.stuck_job_after, settings.job_max_attempts
     stop_at = time.monotonic() + settings.cleanup_timeout / 2
     counts = {"published_again": 0, "still_queued": 0, "failed": 0}
-    while time.monotonic() < stop_at and (batch := records.stuck_jobs(after, most, BATCH_SIZE)):
+    while time.monotonic() < stop_at and (batch := _stuck_batch(after, most)):
         for job in batch:
             if job.publications >= most:
                 reason = f"{_state(job)}: published again {job.publications} times after its "
                 reason += "message seemed lost, and no worker took it"
-                if records.fail_stuck(job.id, after, most, reason):
+                with database.session() as db:
+                    failed = maintenance.fail_stuck(db, job.id, after, most, reason)
+                if failed:
                     logger.error("job %s (%s) failed: %s", job.id, job.kind, reason)
                     counts["failed"] += 1
                 continue
-            if not records.take_stuck(job.id, after, most):
+            with database.session() as db:
+                taken = maintenance.take_stuck(db, job.id, after, most)
+            if not taken:
                 continue  # started meanwhile, or another reconciler has it
             try:
                 published = publish(job)
@@ -75,7 +84,8 @@ def republish_stuck(publish: Publish) -> dict[str, int]:
             if published is False:
                 counts["still_queued"] += 1  # only slow: looked at again after another wait
             else:
-                records.published_again(job.id)
+                with database.session() as db:
+                    maintenance.published_again(db, job.id)
                 counts["published_again"] += 1
                 logger.info(
                     "job %s (%s) %s, due %s ago: published again (%d)",
@@ -91,10 +101,11 @@ def republish_stuck(publish: Publish) -> dict[str, int]:
 def delete_orphan_uploads() -> int:
     """Delete uploads that no record names (the web process died before it wrote one), and
     files whose writing never finished, once they are ORPHAN_AGE old."""
-    stale = list(files.written_before(utcnow() - ORPHAN_AGE))
+    stale = list(files.Uploads(get_settings().upload_dir).written_before(utcnow() - ORPHAN_AGE))
     if not stale:
         return 0
-    named = records.upload_keys()
+    with database.session() as db:
+        named = maintenance.upload_keys(db, {key for key, _, _ in stale})
     deleted = 0
     for key, path, partial in stale:
         if partial or key not in named:
@@ -102,6 +113,11 @@ def delete_orphan_uploads() -> int:
             logger.info("deleted orphan upload %s", path.name)
             deleted += 1
     return deleted
+
+
+def _stuck_batch(after: timedelta, most: int) -> Sequence[Job]:
+    with database.session() as db:
+        return maintenance.stuck_jobs(db, after, most, BATCH_SIZE)
 
 
 def _state(job: Job) -> str:

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
 
     app_name: str = "{{ cookiecutter.project_name }}"
     database_url: str = "sqlite:///./{{ cookiecutter.package_name }}.db"
+    # Connections each process may hold (see README, "Connection budget"); a thread that finds
+    # them all in use waits up to DATABASE_POOL_TIMEOUT seconds for one.
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=0, ge=0)
+    # Short: a job's thread gives its slot back and the job waits in the queue (no attempt spent)
+    # rather than block, and a request answers 503 within seconds.
+    database_pool_timeout: float = Field(default=5.0, gt=0)
     broker_url: str = DEFAULT_BROKER_URL
 
     smtp_host: str = "localhost"
@@ -64,13 +71,17 @@ class Settings(BaseSettings):
 
     cleanup_interval: Duration = timedelta(hours=1)
     retention: Duration = timedelta(days=7)
+    # How long a request's Idempotency-Key is kept: a repeat within it gets the first answer.
+    idempotency_ttl: Duration = timedelta(hours=24)
 
     # Every job: how often it may run, and the exponential backoff (seconds) between runs.
     job_max_attempts: int = Field(default=8, ge=1)
     retry_backoff: float = Field(default=2.0, gt=0)
     retry_backoff_max: float = Field(default=20.0, gt=0)
-    # A running job whose worker has not reported for this long is presumed lost.
-    job_lease: Duration = timedelta(seconds=20)
+    # A running job whose run has not renewed its lease for this long is presumed lost, and taken
+    # over. Runs renew it every JOB_LEASE / 6, so a database outage shorter than JOB_LEASE * 5/6
+    # never runs a job twice (see README, "Reliability").
+    job_lease: Duration = timedelta(seconds=90)
     # Hard time limits per kind of job, in seconds.
     email_timeout: int = Field(default=20, gt=0)
     file_timeout: int = Field(default=600, gt=0)
@@ -85,6 +96,10 @@ class Settings(BaseSettings):
     # The jobs dashboard and retries: HTTP basic auth; without both, they answer 404.
     dashboard_username: str = ""
     dashboard_password: SecretStr = SecretStr("")
+    # GET /metrics: for `Authorization: Bearer <METRICS_TOKEN>` only; without a token, 404. Each
+    # web process reads the figures at most once per METRICS_CACHE_SECONDS (0: at every scrape).
+    metrics_token: SecretStr = SecretStr("")
+    metrics_cache_seconds: float = Field(default=10.0, ge=0)
     # Logs: "console" (readable) or "json" (one object a line, for a log collector).
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -131,17 +146,16 @@ class Settings(BaseSettings):
     def _check_timing(self) -> Self:
         if self.cleanup_interval <= timedelta(0) or self.retention < timedelta(0):
             raise ValueError("CLEANUP_INTERVAL must be positive and RETENTION not negative")
+        if self.idempotency_ttl <= timedelta(0):
+            raise ValueError("IDEMPOTENCY_TTL must be positive")
         if self.stuck_job_after < timedelta(seconds=2) or self.stuck_job_after <= self.job_lease:
             raise ValueError("STUCK_JOB_AFTER must be at least 2 s and longer than JOB_LEASE")
         if self.webhook_url and not _is_webhook_secret(self.webhook_secret.get_secret_value()):
             raise ValueError("WEBHOOK_SECRET must be whsec_ and 24 to 64 bytes in base64")
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
         # A delayed message held by a worker for longer than this would be delivered twice.
-        longest_delay = max(self.retry_backoff_max, self.job_lease.total_seconds())
-        if longest_delay >= self.broker_visibility_timeout:
-            raise ValueError(
-                "RETRY_BACKOFF_MAX and JOB_LEASE must be shorter than BROKER_VISIBILITY_TIMEOUT"
-            )
+        if self.retry_backoff_max >= self.broker_visibility_timeout:
+            raise ValueError("RETRY_BACKOFF_MAX must be shorter than BROKER_VISIBILITY_TIMEOUT")
         # The broker hands a message back after its visibility timeout: that job is not lost.
         if self.stuck_job_after.total_seconds() <= self.broker_visibility_timeout:
             raise ValueError("STUCK_JOB_AFTER must be longer than BROKER_VISIBILITY_TIMEOUT")

@@ -4,10 +4,15 @@ Every attempt carries the same `webhook-id` (the job's id), so a receiver can dr
 fresh `webhook-timestamp`; `webhook-signature` is `v1,` and the base64 HMAC-SHA256 of
 `{id}.{timestamp}.{body}` under the secret. Any Standard Webhooks or Svix library verifies it.
 
-The endpoint is called only on a public address, unless its host is listed in
-WEBHOOK_ALLOWED_HOSTS: the name is resolved once, every address it gives is checked, and the
-connection goes to the checked address (the Host header and TLS still use the name), so a DNS
-answer that changes between check and call cannot lead the worker into the private network.
+The endpoint is called only on an address `addresses.refusal` accepts: the name is resolved once,
+every address it gives is checked, and the connection goes to the checked address (the Host
+header and TLS still use the name), so a DNS answer that changes between check and call cannot
+lead the worker into the private network.
+
+Each call has WEBHOOK_TIMEOUT seconds in all, from connecting to the last byte of the answer read.
+
+Every error has a `summary`, short and free of the endpoint's answer, fit to show whoever asked
+for the work; `str()` of it is the full detail, for operators.
 """
 
 import base64
@@ -20,6 +25,7 @@ import socket
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -28,7 +34,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from . import ratelimit
+from . import addresses, ratelimit
+from .deadlines import Deadline
 from .settings import get_settings
 
 EXCERPT_CHARS = 200
@@ -37,16 +44,27 @@ EXCERPT_CHARS = 200
 class DeliveryError(Exception):
     """The endpoint did not take the event now; sending it again later may work.
 
-    `retry_after` is the wait in seconds the endpoint asked for, if it asked.
+    `summary` is short and public, `detail` (and `str()`) the whole story; `retry_after` is the
+    wait in seconds the endpoint asked for, if it asked.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, summary: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.summary = summary
+        self.detail = detail
         self.retry_after = retry_after
 
 
 class DeliveryRefused(Exception):
-    """The event cannot go to this endpoint: sending it again will not help."""
+    """The event cannot go to this endpoint: sending it again will not help.
+
+    `summary` is short and public, `detail` (and `str()`) the whole story.
+    """
+
+    def __init__(self, summary: str, detail: str) -> None:
+        super().__init__(detail)
+        self.summary = summary
+        self.detail = detail
 
 
 class Throttled(Exception):
@@ -54,6 +72,7 @@ class Throttled(Exception):
 
     def __init__(self, delay: float, reason: str) -> None:
         super().__init__(reason)
+        self.summary = self.detail = reason
         self.delay = delay
 
 
@@ -70,7 +89,7 @@ def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
     url = urlsplit(settings.webhook_url)
     host = url.hostname
     if not host:
-        raise DeliveryRefused("WEBHOOK_URL is no longer set")
+        raise DeliveryRefused("webhooks are off", "WEBHOOK_URL is no longer set")
     address = resolve(host, url.port or (443 if url.scheme == "https" else 80))
     slots = _call_slots(settings.webhook_concurrency)
     if not slots.acquire(timeout=1):
@@ -79,7 +98,8 @@ def deliver(message_id: str, event: dict[str, Any]) -> dict[str, Any]:
         try:
             wait = ratelimit.wait_for_turn(host)
         except Exception as exc:  # whatever its store raises: Redis or database errors
-            raise DeliveryError(f"the rate limit could not be checked: {exc!r}") from exc
+            summary = "the rate limit could not be checked"
+            raise DeliveryError(summary, f"{summary}: {exc!r}") from exc
         if wait > 0:
             raise Throttled(_later(wait), f"rate limit for {host}")
         return _post(url, address, message_id, event)
@@ -92,16 +112,17 @@ def resolve(host: str, port: int) -> str:
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise DeliveryError(f"cannot resolve {host}: {exc}") from exc
-    addresses = [str(info[4][0]) for info in found]
-    if host not in get_settings().webhook_allowed_hosts:
-        for address in addresses:
-            if not _is_public(address):
-                raise DeliveryRefused(
-                    f"{host} resolves to {address}, which is not a public address; "
-                    "list the host in WEBHOOK_ALLOWED_HOSTS to allow it"
-                )
-    return addresses[0]
+        detail = f"cannot resolve {host}: {exc}"
+        raise DeliveryError("the endpoint's name did not resolve", detail) from exc
+    found_addresses = [str(info[4][0]) for info in found]
+    allowed = host in get_settings().webhook_allowed_hosts
+    for address in found_addresses:
+        reason = addresses.refusal(ipaddress.ip_address(address.partition("%")[0]), allowed)
+        if reason:
+            raise DeliveryRefused(
+                "the endpoint's address is not allowed", f"{host} resolves to {address}, {reason}"
+            )
+    return found_addresses[0]
 
 
 def retry_after(value: str | None) -> float | None:
@@ -135,34 +156,61 @@ def _post(url: SplitResult, address: str, message_id: str, event: dict[str, Any]
     }
     pinned = f"[{address}]" if ":" in address else address
     target = url._replace(netloc=f"{pinned}:{url.port}" if url.port else pinned).geturl()
+    connect = min(settings.webhook_connect_timeout, settings.webhook_timeout)
     timeout = httpx.Timeout(
-        connect=settings.webhook_connect_timeout,
+        connect=connect,
         read=settings.webhook_read_timeout,
         write=settings.webhook_read_timeout,
-        pool=settings.webhook_connect_timeout,
+        pool=connect,
     )
     # No proxies from the environment: the call must go to the address that was checked.
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+        Deadline(settings.webhook_timeout) as deadline,
+    ):
         try:
             with client.stream(
                 "POST",
                 target,
                 content=body,
                 headers=headers,
-                extensions={"sni_hostname": url.hostname},
+                extensions={"sni_hostname": url.hostname, "trace": _watcher(deadline)},
             ) as response:
                 excerpt = _excerpt(response, settings.webhook_max_response_bytes)
-        except httpx.TimeoutException as exc:
-            raise DeliveryError(f"{url.hostname} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise DeliveryError(f"{url.hostname} unreachable: {exc!r}") from exc
+            if deadline.expired:
+                raise _late(url, deadline) from exc
+            if isinstance(exc, httpx.TimeoutException):
+                summary, detail = "the endpoint timed out", f"timed out: {type(exc).__name__}"
+            else:
+                summary, detail = "the endpoint was unreachable", f"unreachable: {exc!r}"
+            raise DeliveryError(summary, f"{url.hostname} {detail}") from exc
+        if deadline.expired:  # an answer without a length ends where the deadline cut it
+            raise _late(url, deadline)
     status = response.status_code
+    summary, detail = f"the endpoint answered HTTP {status}", f"HTTP {status}: {excerpt}"
     if 200 <= status < 300:
         return {"status_code": status, "response": excerpt}
-    detail = f"HTTP {status}: {excerpt}"
     if status in {408, 429} or status >= 500:
-        raise DeliveryError(detail, retry_after(response.headers.get("Retry-After")))
-    raise DeliveryRefused(detail)
+        raise DeliveryError(summary, detail, retry_after(response.headers.get("Retry-After")))
+    raise DeliveryRefused(summary, detail)
+
+
+def _watcher(deadline: Deadline) -> Callable[[str, dict[str, Any]], None]:
+    """An httpcore trace hook that gives `deadline` each socket the call opens."""
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event in {"connection.connect_tcp.complete", "connection.start_tls.complete"}:
+            deadline.watch(info["return_value"].get_extra_info("socket"))
+
+    return trace
+
+
+def _late(url: SplitResult, deadline: Deadline) -> DeliveryError:
+    return DeliveryError(
+        "the endpoint timed out",
+        f"{url.hostname} did not answer in full within WEBHOOK_TIMEOUT ({deadline.seconds:g} s)",
+    )
 
 
 def _excerpt(response: httpx.Response, limit: int) -> str:
@@ -179,13 +227,6 @@ def _excerpt(response: httpx.Response, limit: int) -> str:
 def _ascii(text: str) -> str:
     """Header values are ASCII: "Café" becomes "Cafe"."""
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.partition("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 @lru_cache

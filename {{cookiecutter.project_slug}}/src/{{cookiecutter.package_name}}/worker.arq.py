@@ -2,47 +2,34 @@
 
 Short jobs and long ones have their own queue and worker, because ARQ lets a job's lease last as
 long as the longest timeout among its worker's functions; a lost email is then retried within
-about 30 s however long file processing may take:
+about 30 s however long file processing may take. `WorkerSettings` runs the emails, the webhooks
+and the scheduled work, `FileWorkerSettings` the uploaded files:
 
-    arq {{ cookiecutter.package_name }}.worker.WorkerSettings       # emails, webhooks, scheduled work
-    arq {{ cookiecutter.package_name }}.worker.FileWorkerSettings   # uploaded files
+    arq {{ cookiecutter.package_name }}.worker.WorkerSettings
+    arq {{ cookiecutter.package_name }}.worker.FileWorkerSettings
 """
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import structlog
 from arq import Retry, cron
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.worker import func
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import RedisError
 
-from . import cleanup, health, jobs, logs, reconcile
-from .records import Job, JobKind
+from . import cleanup, connection, health, jobs, logs, reconcile, tracing
+from .client import FILE_QUEUE, QUEUE, connect, deserialize, enqueue, serialize
+from .models import Job
 from .settings import get_settings
 
 logger = structlog.get_logger(__name__)
 settings = get_settings()
-QUEUE = "{{ cookiecutter.package_name }}:default"
-FILE_QUEUE = "{{ cookiecutter.package_name }}:files"
-QUEUES = (QUEUE, FILE_QUEUE)
 # Our job records bound real attempts; ARQ's count also includes checks of jobs running elsewhere.
 MAX_TRIES = 100
-
-
-def serialize(value: Any) -> bytes:
-    return json.dumps(value, default=repr).encode()  # repr: ARQ also stores exceptions
-
-
-def deserialize(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def cron_fields(interval: timedelta) -> dict[str, set[int]]:
@@ -64,7 +51,8 @@ def _threads(ctx: dict[str, Any]) -> ThreadPoolExecutor:
 
 async def _run(ctx: dict[str, Any], job_id: str) -> None:
     try:
-        await asyncio.get_running_loop().run_in_executor(_threads(ctx), jobs.run, job_id)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(_threads(ctx), jobs.run, job_id, ctx["job_try"])
     except jobs.RetryLater as exc:
         raise Retry(defer=exc.delay) from exc
 
@@ -115,12 +103,13 @@ def lifecycle(process: str, threads: int) -> tuple[Hook, Hook]:
                 async with asyncio.timeout(interval):
                     await redis.ping()
                 heartbeat.beat()
-            except (RedisError, OSError, TimeoutError):
+            except (RedisError, OSError):  # OSError: also asyncio's TimeoutError
                 pass  # no heartbeat while Redis is out of reach
             await asyncio.sleep(interval)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         logs.configure()  # after the `arq` command's own logging setup, which this replaces
+        tracing.configure("worker")
         ctx["threads"] = ThreadPoolExecutor(threads, thread_name_prefix="job")
         ctx["heartbeat"] = asyncio.create_task(beat(ctx["redis"]))
 
@@ -133,40 +122,17 @@ def lifecycle(process: str, threads: int) -> tuple[Hook, Hook]:
     return on_startup, on_shutdown
 
 
-T = TypeVar("T")
-
-
-class _LoggedRetry(RedisRetry):
-    """Redis's retry with backoff, which also says in the logs that Redis cannot be reached."""
-
-    async def call_with_retry(
-        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
-    ) -> T:
-        async def failed(error: RedisError) -> None:
-            logger.warning("redis unavailable, retrying", error=str(error))
-            await fail(error)
-
-        return await super().call_with_retry(do, failed)
-
-
-# Workers wait for Redis to come back rather than exit: every command, and every new connection
-# (refused ones raise OSError), is retried with backoff for as long as Redis is away.
-_redis_settings = RedisSettings.from_dsn(settings.broker_url)
-_redis_settings.conn_timeout = 3
-_redis_settings.retry_on_error = [ConnectionError, TimeoutError, OSError]
-_redis_settings.retry = _LoggedRetry(ExponentialBackoff(cap=10, base=0.5), retries=-1)
-
-
 class WorkerSettings:
     """Emails, webhooks and the scheduled work: short jobs, retried quickly if a worker dies."""
 
-    redis_settings = _redis_settings
+    redis_settings = connection.redis_settings  # retried while Redis is away
     # On SIGTERM: take no new jobs, let running ones finish, then hand back what still runs.
     job_completion_wait = settings.shutdown_wait
     queue_name = QUEUE
     functions = (
-        func(send_welcome_email, timeout=settings.email_timeout, max_tries=MAX_TRIES),
-        func(send_webhook, timeout=settings.webhook_timeout, max_tries=MAX_TRIES),
+        # A few seconds past the job's own deadline, which ends the call and records the attempt.
+        func(send_welcome_email, timeout=settings.email_timeout + 5, max_tries=MAX_TRIES),
+        func(send_webhook, timeout=settings.webhook_timeout + 5, max_tries=MAX_TRIES),
     )
     cron_jobs = (
         cron(
@@ -200,7 +166,7 @@ class WorkerSettings:
 class FileWorkerSettings:
     """Uploaded files: long jobs, with a long lease."""
 
-    redis_settings = _redis_settings
+    redis_settings = connection.redis_settings  # retried while Redis is away
     job_completion_wait = settings.shutdown_wait
     queue_name = FILE_QUEUE
     functions = (func(process_file, timeout=settings.file_timeout, max_tries=MAX_TRIES),)
@@ -210,49 +176,3 @@ class FileWorkerSettings:
     poll_delay = 0.1  # a file takes far longer to analyse than this to be picked up
     max_jobs = 2  # CPU-bound: more at once only share the same cores
     on_startup, on_shutdown = lifecycle("file_worker", threads=max_jobs)
-
-
-_FUNCTIONS = {
-    JobKind.WELCOME_EMAIL: (send_welcome_email.__name__, QUEUE),
-    JobKind.PROCESS_FILE: (process_file.__name__, FILE_QUEUE),
-    JobKind.SIGNUP_WEBHOOK: (send_webhook.__name__, QUEUE),
-}
-
-
-def connect() -> ArqRedis:
-    """A pool for the web process; it connects on first use and fails fast."""
-    pool = ConnectionPool.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=5)
-    return ArqRedis(pool, job_serializer=serialize, job_deserializer=deserialize)
-
-
-async def enqueue(redis: ArqRedis, job: Job) -> bool:
-    """Add the job to its queue, or raise BrokerUnavailable within a few seconds.
-
-    False if the queue holds the job already: ARQ keeps one job per id until it has run.
-    """
-    function, queue = _FUNCTIONS[JobKind(job.kind)]
-    try:
-        added = await redis.enqueue_job(function, job.id, _job_id=job.id, _queue_name=queue)
-    except (RedisError, OSError) as exc:
-        raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
-    if added is None:
-        return False
-    logger.info("job enqueued", job_id=job.id, kind=job.kind)
-    return True
-
-
-async def ping(redis: ArqRedis) -> None:
-    await redis.ping()
-
-
-async def queue_depths(redis: ArqRedis) -> dict[str, int]:
-    """Jobs in each queue that have not finished (waiting, deferred or running: ARQ keeps a job
-    in its queue until it ends), or raise BrokerUnavailable."""
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for queue in QUEUES:
-                pipe.zcard(queue)
-            depths = await pipe.execute()
-    except (RedisError, OSError) as exc:
-        raise jobs.BrokerUnavailable(f"broker unavailable: {exc}") from exc
-    return dict(zip(QUEUES, map(int, depths), strict=True))

@@ -7,9 +7,6 @@ of files never delays an email. The Procfile starts them: `worker` with 16 threa
 as many workers as you like, on one host or many: each process gets a node name of its own.
 """
 
-{% if cookiecutter.broker == "sqs" -%}
-import ipaddress
-{% endif -%}
 import os
 import secrets
 import threading
@@ -19,13 +16,13 @@ from urllib.parse import urlsplit
 {%- endif %}
 
 import structlog
-from celery import Celery, Task, bootsteps
+from celery import Celery, Task
 from celery.app import trace
 from celery.signals import celeryd_init, setup_logging, worker_process_init
 from kombu.exceptions import KombuError, OperationalError
 
-from . import cleanup, database, health, jobs, logs, reconcile
-from .records import Job, JobKind
+from . import cleanup, database, heartbeat, jobs, logs, reconcile, tracing{% if cookiecutter.broker != "rabbitmq" %}, transport{% endif %}
+from .models import Job, JobKind
 from .settings import get_settings
 
 logger = structlog.get_logger(__name__)
@@ -35,19 +32,13 @@ FILE_QUEUE = "{{ cookiecutter.package_name }}.files"
 QUEUES = (QUEUE, FILE_QUEUE)  # every queue a worker consumes, for the queue depths
 # The kind of worker process that serves each queue, as the Procfile names it.
 PROCESSES = {QUEUE: "worker", FILE_QUEUE: "file_worker"}
-{%- if cookiecutter.broker == "sqs" %}
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
+{%- if cookiecutter.broker != "rabbitmq" %}
+
+transport.register()  # the broker's kombu transport, with our fixes, under kombu's own name(s)
 {%- endif %}
-
 
 app = Celery("{{ cookiecutter.package_name }}")
 app.conf.update(
@@ -62,6 +53,9 @@ app.conf.update(
         "visibility_timeout": settings.broker_visibility_timeout,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        # One worker at a time looks, under a lock in Redis; a worker cut off or killed while it
+        # holds the lock leaves it to expire: after 10 s, not kombu's 5 minutes.
+        "unacked_mutex_expire": 10,
         "socket_connect_timeout": 3,
         "socket_timeout": 10,
 {%- elif cookiecutter.broker == "sqs" %}
@@ -74,7 +68,7 @@ app.conf.update(
         "wait_time_seconds": 10,
         "polling_interval": 0.05,
         "is_secure": not (
-            settings.sqs_plain_http or _is_loopback(urlsplit(settings.broker_url).hostname)
+            settings.sqs_plain_http or transport.is_loopback(urlsplit(settings.broker_url).hostname)
         ),
         "client-config": {"connect_timeout": 3, "read_timeout": 20, "retries": {"max_attempts": 2}},
 {%- else %}
@@ -90,16 +84,22 @@ app.conf.update(
     accept_content=["json"],
     task_ignore_result=True,  # outcomes live in the job records
     timezone="UTC",
+    heartbeat_processes=PROCESSES,  # for heartbeat.Heartbeat
     enable_utc=True,
     task_acks_late=True,  # a job's message is acknowledged after the job, not before
     task_reject_on_worker_lost=True,  # a worker killed mid-job gives its message back
     worker_prefetch_multiplier=1,  # each worker holds one message per slot, no more
     worker_cancel_long_running_tasks_on_connection_loss=True,
+    # After a reconnect Celery would lower the prefetch count, then raise it as each job running
+    # then finishes. In the thread pool that happens in the pool's threads, on a connection that
+    # is not thread-safe: several at once deadlocked the worker. It takes its full share at once.
+    worker_enable_prefetch_count_reduction=False,
 {%- if cookiecutter.broker != "sqs" %}
-    # Task events, which Flower shows (SQS cannot broadcast them), from the moment a worker
-    # receives a task. Not the "sent" event: the web process would publish it for every job,
-    # one at a time through the event dispatcher's lock, for a quarter of its signups a second.
-    worker_send_task_events=True,
+    # No task events unless someone watches: Flower turns them on in every worker while it runs
+    # (its `enable_events`, every few seconds), and then shows each task from the moment a worker
+    # receives it. Sent to no one, they cost the worker three publishes per job. Never the "sent"
+    # event: the web process would publish it for every job, one at a time.
+    worker_send_task_events=False,
 {%- endif %}
     broker_channel_error_retry=True,
     beat_schedule={
@@ -121,6 +121,7 @@ app.conf.update(
 def _configure_logs(**_: Any) -> None:
     # Connected, this replaces Celery's own logging setup in the worker and in beat.
     logs.configure()
+    tracing.configure("worker")
 
 
 @worker_process_init.connect
@@ -140,44 +141,12 @@ def _unique_node_name(instance: Any, **_: Any) -> None:
     trace.setup_worker_optimizations(instance.app, instance.hostname)
 
 
-class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
-    """While this worker consumes, touch the heartbeat file of each kind of process it serves
-    (see health.py); the timer runs on the loop that takes the jobs."""
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def __init__(self, consumer: Any, **kwargs: Any) -> None:
-        super().__init__(consumer, **kwargs)
-        self.heartbeats: list[health.Heartbeat] = []
-        self.timer: Any = None
-
-    def start(self, consumer: Any) -> None:
-        queues = {queue.name for queue in consumer.task_consumer.queues}
-        self.heartbeats = [health.Heartbeat(p) for q, p in PROCESSES.items() if q in queues]
-        self.beat()
-        interval = settings.worker_heartbeat_interval
-        self.timer = consumer.timer.call_repeatedly(interval, self.beat)
-
-    def stop(self, consumer: Any) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        for heartbeat in self.heartbeats:
-            heartbeat.stop()
-
-    shutdown = stop
-
-    def beat(self) -> None:
-        for heartbeat in self.heartbeats:
-            heartbeat.beat()
-
-
-app.steps["consumer"].add(Heartbeat)
+app.steps["consumer"].add(heartbeat.Heartbeat)
 
 
 def _run(task: Task, job_id: str) -> None:
     try:
-        jobs.run(job_id)
+        jobs.run(job_id, delivery=task.request.retries + 1)
     except jobs.RetryLater as exc:
         raise task.retry(countdown=exc.delay) from exc
 
@@ -230,7 +199,7 @@ def run_cleanup() -> dict[str, int]:
     time_limit=settings.cleanup_timeout + 5,
 )
 def reconcile_jobs() -> dict[str, int]:
-    return reconcile.run(enqueue)
+    return reconcile.run(republish)
 
 
 TASKS = {
@@ -249,11 +218,14 @@ def enqueue(job: Job) -> None:
     logger.info("job enqueued", job_id=job.id, kind=job.kind)
 
 
-def ping() -> None:
-    """Raise if the broker does not answer within a few seconds."""
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=3)
-        connection.default_channel  # noqa: B018 - opening a channel talks to the broker
+def republish(job: Job) -> bool:
+    """Publish a job that seems stuck, unless its queue still has messages waiting: its own may
+    be among them (a broker cannot say whether one message is in a queue)."""
+    queue = FILE_QUEUE if job.kind == JobKind.PROCESS_FILE else QUEUE
+    if queue_depths()[queue] > 0:
+        return False
+    enqueue(job)
+    return True
 
 
 # A connection of its own for reading queue depths, opened on first use and then kept.

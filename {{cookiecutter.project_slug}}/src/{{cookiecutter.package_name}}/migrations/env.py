@@ -4,7 +4,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from {{ cookiecutter.package_name }} import records  # noqa: F401 - registers the tables
+from {{ cookiecutter.package_name }} import models  # noqa: F401 - registers the tables
 from {{ cookiecutter.package_name }}.database import Base, engine
 
 config = context.config
