@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -53,6 +54,8 @@ TEST_ENV = {
     "STUCK_JOB_AFTER": "6",
     "DASHBOARD_USERNAME": "operator",
     "DASHBOARD_PASSWORD": "correct horse battery staple",
+    "METRICS_TOKEN": "metrics-scraper-token",
+    "METRICS_CACHE_SECONDS": "0",  # each scrape reads the figures the test just changed
     "WORKER_HEARTBEAT_DIR": str(TMP / "heartbeats"),
     "WORKER_HEARTBEAT_INTERVAL": "0.5",
 {%- if cookiecutter.task_queue == "celery" and cookiecutter.broker != "rabbitmq" %}
@@ -65,19 +68,23 @@ os.environ.update(TEST_ENV)
 from tests import workers  # noqa: E402
 
 # isort: split
-from {{ cookiecutter.package_name }} import database, records  # noqa: E402
+from {{ cookiecutter.package_name }} import database, models  # noqa: E402
 from {{ cookiecutter.package_name }}.database import Base  # noqa: E402
-from {{ cookiecutter.package_name }}.settings import get_settings  # noqa: E402
+from {{ cookiecutter.package_name }}.settings import Settings, get_settings  # noqa: E402
 from {{ cookiecutter.package_name }}.web import create_app  # noqa: E402
+
+from tests.receiver import SECRET, Receiver, configure, reload_settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Mailbox:
-    """An SMTP server's handler that keeps what it accepts, and can refuse or stall on request."""
+    """An SMTP server's handler that keeps what it accepts, and can refuse, stall or take its
+    time on request."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.delay = 0.0  # seconds each message takes to be accepted
         self.refuse_next = 0
         self.refusal = "451 4.3.0 Try again later"
         self.stall = threading.Event()  # while set, messages are held until released, then dropped
@@ -92,6 +99,7 @@ class Mailbox:
             self.stalled.set()
             await asyncio.to_thread(self.release.wait)
             return "421 4.3.2 Shutting down"
+        await asyncio.sleep(self.delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
@@ -113,6 +121,7 @@ def smtp_server() -> Iterator[Mailbox]:
 @pytest.fixture
 def mailbox(smtp_server: Mailbox) -> Mailbox:
     smtp_server.refuse_next = 0
+    smtp_server.delay = 0.0
     smtp_server.refusal = "451 4.3.0 Try again later"
     smtp_server.stall.clear()
     smtp_server.stalled.clear()
@@ -157,8 +166,10 @@ class Api:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def post_json(self, path: str, body: Any) -> tuple[int, Any]:
-        return self._answer(self.client.post(path, json=body))
+    def post_json(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        return self._answer(self.client.post(path, json=body, headers=headers))
 
     def post_raw(self, path: str, content: bytes, content_type: str) -> tuple[int, Any]:
 {%- if cookiecutter.web_framework == "fastapi" %}
@@ -169,13 +180,22 @@ class Api:
         return self._answer(response)
 
     def upload(
-        self, path: str, field: str, filename: str, content: bytes, content_type: str
+        self,
+        path: str,
+        field: str,
+        filename: str,
+        content: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
 {%- if cookiecutter.web_framework == "fastapi" %}
-        response = self.client.post(path, files={field: (filename, content, content_type)})
+        files = {field: (filename, content, content_type)}
+        response = self.client.post(path, files=files, headers=headers)
 {%- else %}
         data = {field: (io.BytesIO(content), filename, content_type)}
-        response = self.client.post(path, data=data, content_type="multipart/form-data")
+        response = self.client.post(
+            path, data=data, content_type="multipart/form-data", headers=headers
+        )
 {%- endif %}
         return self._answer(response)
 
@@ -188,7 +208,7 @@ class Api:
         while True:
             status, job = self.get(f"/jobs/{job_id}")
             assert status == 200, job
-            if job["status"] in {"succeeded", "failed"} or time.monotonic() > deadline:
+            if job["status"] in {"succeeded", "failed", "cancelled"} or time.monotonic() > deadline:
                 return dict(job)
             time.sleep(0.1)
 
@@ -201,15 +221,39 @@ class Api:
 {%- endif %}
 
 
-@pytest.fixture(scope="session")
-def api(worker: workers.ThreadWorker) -> {% if cookiecutter.web_framework == "fastapi" %}Iterator[Api]{% else %}Api{% endif %}:
+@contextmanager
+def served(settings: Settings | None = None) -> Iterator[Api]:
+    """The web app made with these settings (the process's by default), and a client for it."""
 {%- if cookiecutter.web_framework == "fastapi" %}
-    with TestClient(create_app()) as client:
+    with TestClient(create_app(settings)) as client:
         yield Api(client)
 {%- else %}
-
-    return Api(create_app().test_client())
+    yield Api(create_app(settings).test_client())
 {%- endif %}
+
+
+@pytest.fixture(scope="session")
+def api(worker: workers.ThreadWorker) -> Iterator[Api]:
+    with served() as client:
+        yield client
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """Webhooks on, sent to a receiver of this test's own."""
+    with Receiver() as started:
+        configure(
+            monkeypatch,
+            WEBHOOK_URL=started.url,
+            WEBHOOK_SECRET=SECRET,
+            WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+            WEBHOOK_CONNECT_TIMEOUT="1",
+            WEBHOOK_READ_TIMEOUT="0.5",
+            WEBHOOK_RATE_LIMIT="100",
+        )
+        yield started
+    monkeypatch.undo()
+    reload_settings()
 
 
 def stored_files() -> set[str]:
@@ -217,9 +261,17 @@ def stored_files() -> set[str]:
     return {path.name for path in upload_dir.iterdir()} if upload_dir.exists() else set()
 
 
+def full_error(job_id: str) -> str:
+    """A job's last error in full, as the dashboard shows it (the public API shows a summary)."""
+    with database.session() as db:
+        job = db.get(models.Job, job_id)
+    assert job is not None
+    return job.error or ""
+
+
 def count_rows() -> dict[str, int]:
     with database.session() as db:
         return {
-            "jobs": db.scalar(select(func.count()).select_from(records.Job)) or 0,
-            "signups": db.scalar(select(func.count()).select_from(records.Signup)) or 0,
+            "jobs": db.scalar(select(func.count()).select_from(models.Job)) or 0,
+            "signups": db.scalar(select(func.count()).select_from(models.Signup)) or 0,
         }

@@ -8,10 +8,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROCFILE = PROJECT_ROOT / "Procfile"
@@ -84,3 +84,75 @@ def web_process(**env: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
+def web_health(base: str) -> int:
+    """The status of the web app's /health, or 0 while it does not listen."""
+    try:
+        urllib.request.urlopen(f"{base}/health", timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+    return 200
+
+
+class ProcessGroup:
+    """The Procfile's processes `names`, with this environment and `env`, each logging to a file
+    in `cwd`; the web process (if named) listens at `base`."""
+
+    def __init__(self, names: Iterable[str], env: dict[str, str], cwd: Path) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        # A process that will not stop is sent SIGABRT, on which Python writes every thread's
+        # stack to its log before it dies: the test's failure then shows where it hung.
+        self.env = os.environ | {"PORT": str(port), "PYTHONFAULTHANDLER": "1", **env}
+        self.names = tuple(names)
+        self.cwd = cwd
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Self:
+        for name in self.names:
+            with (self.cwd / f"{name}.log").open("wb") as log:
+                self.processes[name] = start_procfile(name, self.env, self.cwd, log)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """SIGTERM every process still running, as honcho does; fail, with its log, for any that
+        has not exited 30 s later (after making it write its stacks, and killing it)."""
+        running = {n: p for n, p in self.processes.items() if p.poll() is None}
+        for process in running.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        stuck = []
+        for name, process in running.items():
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(process.pid, signal.SIGABRT)
+                    process.wait(timeout=5)
+                with suppress(ProcessLookupError):
+                    kill(process)
+                stuck.append(name)
+        if stuck:
+            tails = ("\n".join([f"--- {n}:", *self.log(n).splitlines()[-80:]]) for n in stuck)
+            raise AssertionError("still running 30s after SIGTERM:\n" + "\n".join(tails))
+
+    def log(self, name: str) -> str:
+        return (self.cwd / f"{name}.log").read_text(errors="replace")
+
+    def running(self) -> bool:
+        """True, or fail with the log of a process that exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = "\n".join(self.log(name).splitlines()[-30:])
+                raise AssertionError(f"{name} exited ({process.returncode}):\n{tail}")
+        return True

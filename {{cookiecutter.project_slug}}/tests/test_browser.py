@@ -113,3 +113,45 @@ def test_the_dashboard_in_a_browser(
     )
     assert browser.find_element(By.ID, "attempts").text == "1"
     assert len(mailbox.to(address)) == 1
+
+    # The timeline keeps both runs: the refused one, with the server's answer, and the retry.
+    timeline = browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+    outcomes = [item.get_attribute("data-outcome") for item in timeline]
+    assert outcomes == ["failed", "succeeded"], outcomes
+    assert "5.1.1 Mailbox unavailable" in timeline[0].text
+
+    # The chart of the last hour shows a job that failed, and those that succeeded.
+    mailbox.refusal, mailbox.refuse_next = "550 5.1.1 Mailbox unavailable", 1
+    status, body = post_json(f"{web}/signups", {"email": f"y-{address}", "name": "Failed"})
+    assert status == 202, body
+    assert api.wait_for_job(body["job_id"])["status"] == "failed"
+    browser.get(signed_in(f"{web}/dashboard"))
+    bars = browser.find_elements(By.CSS_SELECTOR, '#charts figure[data-kind="welcome_email"] g')
+    failed = sum(int(bar.get_attribute("data-failed") or 0) for bar in bars)
+    succeeded = sum(int(bar.get_attribute("data-succeeded") or 0) for bar in bars)
+    assert failed >= 1, [bar.get_attribute("outerHTML") for bar in bars]
+    assert succeeded >= 2
+
+
+def test_a_job_cancelled_from_its_page_never_runs(
+    web: str, browser: WebDriver, api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+) -> None:
+    address = f"cancel-{uuid.uuid4().hex[:8]}@example.com"
+    worker.stop()  # nobody takes the job from the queue for a moment
+    try:
+        status, body = post_json(f"{web}/signups", {"email": address, "name": "Cancelled"})
+        assert status == 202, body
+        browser.get(signed_in(f"{web}/dashboard/jobs/{body['job_id']}"))
+        assert browser.find_element(By.ID, "status").text == "queued"
+        browser.find_element(By.ID, "cancel").click()
+        reloading = (NoSuchElementException, StaleElementReferenceException)
+        WebDriverWait(browser, 30, ignored_exceptions=reloading).until(
+            lambda driver: driver.find_element(By.ID, "status").text == "cancelled"
+        )
+        assert browser.find_elements(By.ID, "cancel") == []
+    finally:
+        worker.start()
+    other = f"after-{address}"
+    status, body = post_json(f"{web}/signups", {"email": other, "name": "After"})
+    assert api.wait_for_job(body["job_id"])["status"] == "succeeded"  # the worker runs again
+    assert mailbox.to(address) == []

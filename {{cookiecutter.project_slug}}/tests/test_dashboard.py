@@ -9,20 +9,17 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-{%- if cookiecutter.web_framework == "fastapi" %}
-from fastapi.testclient import TestClient
-{%- endif %}
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from {{ cookiecutter.package_name }} import worker as queue
+from {{ cookiecutter.package_name }} import client as queue
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.web import create_app
 
 from tests import workers
-from tests.conftest import TEST_ENV, Api, Mailbox
+from tests.conftest import TEST_ENV, Api, Mailbox, served
 
 AUTH = (TEST_ENV["DASHBOARD_USERNAME"], TEST_ENV["DASHBOARD_PASSWORD"])
+SCRAPER = {"Authorization": f"Bearer {TEST_ENV['METRICS_TOKEN']}"}
 PERMANENT_REFUSAL = "550 5.1.1 Mailbox unavailable"
 
 
@@ -86,7 +83,7 @@ def dashboard(api: Api, query: str = "") -> Figures:
 
 def metrics(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of GET /metrics, by name and labels."""
-    response = send(api, "GET", "/metrics", auth=None)
+    response = send(api, "GET", "/metrics", auth=None, headers=SCRAPER)
     assert response.status_code == 200, response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -114,22 +111,17 @@ def failed_signup(api: Api, mailbox: Mailbox) -> tuple[str, str]:
 
 def test_without_credentials_there_is_no_dashboard(worker: workers.ThreadWorker) -> None:
     closed = Settings(dashboard_username="", dashboard_password=SecretStr(""))
-{%- if cookiecutter.web_framework == "fastapi" %}
-    with TestClient(create_app(closed)) as client:
-        api = Api(client)
-{%- else %}
-    api = Api(create_app(closed).test_client())
-{%- endif %}
-    for method, path in [
-        ("GET", "/dashboard"),
-        ("GET", f"/dashboard/jobs/{uuid.uuid4()}"),
-        ("POST", f"/jobs/{uuid.uuid4()}/retry"),
-        ("POST", f"/dashboard/jobs/{uuid.uuid4()}/retry"),
-    ]:
-        response = send(api, method, path)
-        assert response.status_code == 404, (method, path)
-        assert "WWW-Authenticate" not in response.headers
-    assert send(api, "GET", "/metrics", auth=None).status_code == 200
+    with served(closed) as api:
+        for method, path in [
+            ("GET", "/dashboard"),
+            ("GET", f"/dashboard/jobs/{uuid.uuid4()}"),
+            ("POST", f"/jobs/{uuid.uuid4()}/retry"),
+            ("POST", f"/dashboard/jobs/{uuid.uuid4()}/retry"),
+        ]:
+            response = send(api, method, path)
+            assert response.status_code == 404, (method, path)
+            assert "WWW-Authenticate" not in response.headers
+        assert send(api, "GET", "/metrics", auth=None, headers=SCRAPER).status_code == 200
 
 
 def test_half_configured_credentials_are_refused() -> None:
@@ -261,7 +253,7 @@ def test_metrics_match_what_the_api_did(api: Api, mailbox: Mailbox) -> None:
         assert ("jobs_queue_depth", (("queue", name),)) in after
 
     openmetrics = "application/openmetrics-text; version=1.0.0"
-    response = send(api, "GET", "/metrics", auth=None, headers={"Accept": openmetrics})
+    response = send(api, "GET", "/metrics", auth=None, headers={"Accept": openmetrics, **SCRAPER})
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
 

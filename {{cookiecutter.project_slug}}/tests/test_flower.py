@@ -50,6 +50,7 @@ def test_flower_refuses_to_start_open(
 ) -> None:
     settings = Settings(flower_basic_auth=SecretStr(credentials))
     monkeypatch.setattr(flower, "get_settings", lambda: settings)
+    monkeypatch.delenv("HONCHO_PROCESS_NAME", raising=False)  # not under honcho: it exits
     assert flower.main([]) == 2
     assert "FLOWER_BASIC_AUTH" in capsys.readouterr().err
 

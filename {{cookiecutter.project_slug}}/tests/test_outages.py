@@ -10,14 +10,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import workers
 from tests.conftest import Mailbox
-from tests.processes import free_port, procfile_command
+from tests.processes import free_port, procfile_command, wait_until, web_health
 from tests.redis_server import RedisServer, running
 from tests.test_reliability import call, post_json
 
@@ -31,13 +31,6 @@ PROCESSES = ("web", "worker", "scheduler")
 PROCESSES = ("web", "worker", "file_worker")
 {%- endif %}
 OUTAGE_SECONDS = 10
-
-
-def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -77,13 +70,6 @@ def app_processes(
             process.wait(timeout=30)
 
 
-def health(base: str) -> int:
-    try:
-        return call(f"{base}/health")[0]
-    except OSError:
-        return 0  # not listening yet
-
-
 def send_welcome_email(base: str, mailbox: Mailbox) -> None:
     address = f"outage-{uuid.uuid4().hex[:8]}@example.com"
     status, body = post_json(f"{base}/signups", {"email": address, "name": "Ada"})
@@ -107,14 +93,14 @@ def test_every_process_rides_out_a_broker_outage(
 
     def healthy() -> bool:
         assert_running()
-        return health(base) == 200
+        return web_health(base) == 200
 
     wait_until(healthy, "the app never became healthy")
     send_welcome_email(base, mailbox)
 
     redis_server.stop()
     went = time.monotonic()
-    wait_until(lambda: health(base) == 503, "/health did not notice the outage", 10)
+    wait_until(lambda: web_health(base) == 503, "/health did not notice the outage", 10)
     while time.monotonic() - went < OUTAGE_SECONDS:
         assert_running()
         time.sleep(0.5)

@@ -19,11 +19,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import update
 
-from {{ cookiecutter.package_name }} import database, files, reconcile, records
+from {{ cookiecutter.package_name }} import database, files, reconcile, records, runs
 from {{ cookiecutter.package_name }}.database import utcnow
-{%- if cookiecutter.broker == "sqs" %}
-from {{ cookiecutter.package_name }}.jobs import record_upload
-{%- endif %}
+from {{ cookiecutter.package_name }}.maintenance import stuck_jobs
+from {{ cookiecutter.package_name }}.models import Job{% if cookiecutter.broker == "sqs" %}, JobKind{% endif %}
 from {{ cookiecutter.package_name }}.settings import Settings, get_settings
 
 from tests import workers
@@ -40,7 +39,7 @@ START_UP = 15.0
 
 def set_job(job_id: str, **values: Any) -> None:
     with database.session() as db:
-        db.execute(update(records.Job).where(records.Job.id == job_id).values(**values))
+        db.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def overdue(job_id: str) -> None:
@@ -48,10 +47,17 @@ def overdue(job_id: str) -> None:
     set_job(job_id, due_at=utcnow() - AFTER - timedelta(seconds=1))
 
 
-def record(job_id: str) -> records.Job:
-    job = records.get_job(job_id)
+def record(job_id: str) -> Job:
+    with database.session() as db:
+        job = records.get_job(db, job_id)
     assert job is not None
     return job
+
+
+def record_signup(address: str, name: str) -> Job:
+    """A signup's email job, recorded as the web process records it, and never published."""
+    with database.session() as db:
+        return records.create_signup_jobs(db, address, name, notify=False)[0]
 
 
 def new_address() -> str:
@@ -71,7 +77,7 @@ def test_stuck_job_after_must_exceed_the_lease(monkeypatch: pytest.MonkeyPatch) 
 def test_a_job_whose_message_never_reached_the_broker_completes(api: Api, mailbox: Mailbox) -> None:
     # The web process committed the record, then died before it published the message.
     address = new_address()
-    job = records.create_signup_jobs(address, "Ada", notify=False)[0]
+    job = record_signup(address, "Ada")
     overdue(job.id)
 
     workers.reconcile_now()
@@ -104,22 +110,66 @@ def test_a_slow_backlog_published_again_still_runs_each_job_once(
         assert finished["status"] == "succeeded", finished
         assert finished["attempts"] == 1
         assert len(mailbox.to(address)) == 1
-{%- if cookiecutter.task_queue == "arq" %}
-        # ARQ keeps one job per id while it is queued: nothing was published twice.
-        assert record(job_id).publications == 0
-{%- else %}
-        assert record(job_id).publications == 1
-{%- endif %}
+        # Its message was still in the queue (ARQ holds its id; Celery's queue was not empty):
+        # nothing was published twice{% if cookiecutter.broker == "sqs" %} (SQS counts its messages
+        # only approximately, and may say none wait a moment after they were sent: then one copy
+        # is published, which the claim makes a no-op){% endif %}.
+        assert record(job_id).publications {% if cookiecutter.broker == "sqs" %}<= 1{% else %}== 0{% endif %}
+
+
+def test_a_backlog_longer_than_every_publication_fails_nothing_while_queued(
+    api: Api, mailbox: Mailbox, worker: workers.ThreadWorker
+) -> None:
+    most = SETTINGS.job_max_attempts
+    addresses = [new_address() for _ in range(2)]
+    worker.stop()
+    try:
+        job_ids = [
+            api.post_json("/signups", {"email": a, "name": "Alan"})[1]["job_id"] for a in addresses
+        ]
+        for _ in range(most + 1):  # waited past every publication's wait, and still queued
+            for job_id in job_ids:
+                set_job(job_id, due_at=utcnow() - AFTER * (most + 2))
+            workers.reconcile_now()
+            assert [record(job_id).status for job_id in job_ids] == ["queued"] * len(job_ids)
+            assert [record(job_id).publications for job_id in job_ids] == [0] * len(job_ids)
+    finally:
+        worker.start()
+
+    for job_id, address in zip(job_ids, addresses, strict=True):
+        finished = api.wait_for_job(job_id)
+        assert (finished["status"], finished["attempts"]) == ("succeeded", 1), finished
+        assert len(mailbox.to(address)) == 1
+
+
+def test_a_retried_job_is_not_taken_for_stuck(migrated_database: None) -> None:
+    job = record_signup(new_address(), "Ada")
+    long_ago = utcnow() - AFTER * 10
+    set_job(job.id, status="failed", due_at=long_ago, finished_at=long_ago, publications=2)
+
+    with database.session() as db:
+        assert records.reopen(db, job.id) is not None
+    most = SETTINGS.job_max_attempts
+    with database.session() as db:
+        assert job.id not in {stuck.id for stuck in stuck_jobs(db, AFTER, most, 1000)}
+
+    overdue(job.id)  # STUCK_JOB_AFTER after the retry, it would be
+    with database.session() as db:
+        assert job.id in {stuck.id for stuck in stuck_jobs(db, AFTER, most, 1000)}
+        records.discard(db, job.id)
 
 
 def test_a_running_job_is_left_alone_while_its_worker_reports(api: Api, mailbox: Mailbox) -> None:
     address = new_address()
-    job = records.create_signup_jobs(address, "Barbara", notify=False)[0]
-    claimed = records.claim(job.id, SETTINGS.job_lease, SETTINGS.job_max_attempts)
-    assert claimed is records.Claim.CLAIMED
+    job = record_signup(address, "Barbara")
+    with database.session() as db:
+        claimed, current = runs.claim(db, job.id, SETTINGS.job_lease, SETTINGS.job_max_attempts)
+    assert claimed is runs.Claim.CLAIMED
+    assert current is not None
     long_ago = utcnow() - AFTER * 10
     set_job(job.id, due_at=long_ago, started_at=long_ago)
-    records.heartbeat(job.id, 0.5)  # a long job that keeps reporting
+    with database.session() as db:
+        assert runs.renew(db, current, 0.5)  # a long job that keeps reporting
 
     workers.reconcile_now()
 
@@ -139,7 +189,7 @@ def test_a_running_job_is_left_alone_while_its_worker_reports(api: Api, mailbox:
 
 def test_a_job_no_worker_takes_fails_after_its_last_publication(api: Api, mailbox: Mailbox) -> None:
     address = new_address()
-    job = records.create_signup_jobs(address, "Edsger", notify=False)[0]
+    job = record_signup(address, "Edsger")
     most = SETTINGS.job_max_attempts
     set_job(job.id, publications=most, due_at=utcnow() - AFTER * (most + 2))
 
@@ -152,18 +202,19 @@ def test_a_job_no_worker_takes_fails_after_its_last_publication(api: Api, mailbo
 
 
 def test_orphan_uploads_are_deleted_when_old_and_kept_when_fresh(api: Api) -> None:
-    upload_dir = files.upload_dir()
+    uploads = files.Uploads(SETTINGS.upload_dir)
+    upload_dir = uploads.directory
     upload_dir.mkdir(parents=True, exist_ok=True)
     _, body = api.upload("/files", "file", "kept.csv", b"id\n1\n", "text/csv")
     assert api.wait_for_job(body["job_id"])["status"] == "succeeded"
     named = record(body["job_id"]).payload["key"]
     orphan, fresh, unfinished = (uuid.uuid4().hex for _ in range(3))
     paths = {
-        "named": files.original_path(named),
-        "orphan": files.original_path(orphan),
-        "orphan thumbnail": files.thumbnail_path(orphan),
+        "named": uploads.path(named),
+        "orphan": uploads.path(orphan),
+        "orphan thumbnail": uploads.thumbnail(orphan),
         "unfinished": upload_dir / f"{unfinished}.part",
-        "fresh": files.original_path(fresh),
+        "fresh": uploads.path(fresh),
         "fresh unfinished": upload_dir / f"{fresh}.part",
         "not ours": upload_dir / "notes.txt",
     }
@@ -246,11 +297,15 @@ def assert_all_complete_once(
 
 {% if cookiecutter.broker == "sqs" -%}
 def record_signup_only(address: str) -> str:
-    return records.create_signup_jobs(address, "Margaret", notify=False)[0].id
+    return record_signup(address, "Margaret").id
 
 
 def record_upload_only(content: bytes) -> str:
-    return record_upload(files.store(io.BytesIO(content), "lost.csv", "text/csv", len(content))).id
+    stored = files.Uploads(SETTINGS.upload_dir).store(
+        io.BytesIO(content), "lost.csv", "text/csv", len(content)
+    )
+    with database.session() as db:
+        return records.create_job(db, JobKind.PROCESS_FILE, stored.to_payload()).id
 
 
 @pytest.mark.drill

@@ -1,7 +1,14 @@
 """What happens when a worker dies, the broker is down, or the database moves on."""
 
+{% if cookiecutter.task_queue == "arq" -%}
+import asyncio
+{% endif -%}
 import base64
 import json
+{%- if cookiecutter.task_queue == "arq" %}
+import socket
+import threading
+{%- endif %}
 import time
 import urllib.error
 import urllib.request
@@ -10,9 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+{%- if cookiecutter.task_queue == "arq" %}
+
+from {{ cookiecutter.package_name }}.client import Client
+from {{ cookiecutter.package_name }}.jobs import BrokerUnavailable
+from {{ cookiecutter.package_name }}.settings import get_settings
+{%- endif %}
 
 from tests import workers
-from tests.conftest import TEST_ENV, Api, Mailbox, count_rows, stored_files
+from tests.conftest import TEST_ENV, Api, Mailbox, count_rows, {% if cookiecutter.task_queue == "arq" %}served, {% endif %}stored_files
 from tests.processes import kill, stop, web_process
 
 
@@ -108,6 +121,22 @@ def test_broker_down_web_still_serves_and_refuses_jobs_cleanly(web_without_broke
     assert stored_files() == files
 
 
+def test_broker_down_the_idempotency_key_is_given_back(
+    web_without_broker: str, api: Api, mailbox: Mailbox
+) -> None:
+    key, signup = str(uuid.uuid4()), {"email": "given-back@example.com", "name": "G"}
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+    data = json.dumps(signup).encode()
+    url = f"{web_without_broker}/signups"
+    status, body = call(urllib.request.Request(url, data=data, headers=headers))
+    assert status == 503, body
+
+    # Sent again once the queue is back: it is carried out, not refused as under way.
+    status, body = api.post_json("/signups", signup, headers={"Idempotency-Key": key})
+    assert status == 202, body
+    assert api.wait_for_job(body["job_id"])["status"] == "succeeded"
+
+
 def test_broker_down_a_retry_answers_503_and_the_job_stays_failed(
     web_without_broker: str, api: Api, mailbox: Mailbox
 ) -> None:
@@ -130,3 +159,44 @@ def test_health_is_ok_when_broker_and_database_answer(api: Api) -> None:
     status, body = api.get("/health")
     assert status == 200, body
     assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+{%- if cookiecutter.task_queue == "arq" %}
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A server that accepts connections and never answers: a broker that hangs."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_broker_that_never_answers_is_refused_in_seconds(
+    silent_broker: str, migrated_database: None
+) -> None:
+    settings = get_settings().model_copy(update={"broker_url": silent_broker})
+    rows = count_rows()
+    with served(settings) as hanging:
+        started = time.monotonic()
+        status, body = hanging.post_json("/signups", {"email": "hang@example.com", "name": "H"})
+        assert (status, time.monotonic() - started < 12) == (503, True), body
+    assert count_rows() == rows  # the signup and its job withdrawn
+
+    client = Client(settings)  # and the bound on every call, should the socket's not come first
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=r"no answer in 0\.2s"):
+        client._call(asyncio.sleep(60), timeout=0.2)
+    assert time.monotonic() - started < 1
+    client.close()
+{%- endif %}

@@ -4,6 +4,8 @@ import uuid
 
 import pytest
 
+from {{ cookiecutter.package_name }} import database, records
+
 from tests.conftest import Api, Mailbox, count_rows
 
 
@@ -46,6 +48,27 @@ def test_smtp_refusing_for_a_while_is_retried_then_delivered_once(
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 3
     assert len(mailbox.to(address)) == 1
+
+
+def test_each_attempt_is_in_the_history_in_order_with_its_error(api: Api, mailbox: Mailbox) -> None:
+    mailbox.refuse_next = 2
+    address = new_address()
+    _, body = api.post_json("/signups", {"email": address, "name": "Margaret"})
+
+    assert api.wait_for_job(body["job_id"])["status"] == "succeeded"
+
+    with database.session() as db:
+        attempts = records.attempts_of(db, body["job_id"])
+    assert [(a.number, a.outcome) for a in attempts] == [
+        (1, "retrying"),
+        (2, "retrying"),
+        (3, "succeeded"),
+    ]
+    assert all("451" in (a.error or "") for a in attempts[:2])
+    assert attempts[2].error is None
+    assert all(a.delay is not None and a.delay > 0 for a in attempts[:2])
+    assert attempts[0].ended_at <= attempts[1].started_at <= attempts[2].started_at  # type: ignore[operator]
+    assert all(a.worker for a in attempts)
 
 
 def test_smtp_refusing_past_the_last_attempt_fails_with_the_reason(

@@ -1,10 +1,11 @@
 """Signup webhooks: signed, retried as the receiver asks, rate-limited, kept off private addresses.
 
 A real receiver on 127.0.0.1 verifies every delivery with the `standardwebhooks` library and
-answers as each test tells it: an error status, a throttle, or no answer at all.
+answers as each test tells it: an error status, a throttle, an answer dripped a byte at a time,
+or no answer at all. The name `ssrf.test` resolves, in this process, to the addresses a test lists.
 """
 
-import base64
+import socket
 import subprocess
 import sys
 import threading
@@ -12,126 +13,34 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 
 from {{ cookiecutter.package_name }} import ratelimit, webhooks
 from {{ cookiecutter.package_name }}.settings import Settings, get_settings
 
 from tests import workers
-from tests.conftest import Api, Mailbox
+from tests.conftest import Api, Mailbox, full_error, served
 from tests.processes import PROJECT_ROOT, stop
+from tests.receiver import SECRET, Receiver, configure, reload_settings
 from tests.turns import RecordingClock, assert_within, take_turns
 
-SECRET = "whsec_" + base64.b64encode(b"a test secret of 32 bytes, fixed").decode()
 HANG: tuple[int, dict[str, str], bytes] = (0, {}, b"")  # an answer that never comes
-
-
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    event: Any  # the verified JSON body; None if the signature did not verify
-    arrived: float
-
-
-class Receiver:
-    """An HTTP endpoint for webhooks that verifies each one and answers as it is told."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self.answers: list[tuple[int, dict[str, str], bytes]] = []
-        self.hung = threading.Event()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.take(dict(self.headers), body)
-                status, headers, content = receiver.next_answer()
-                if status == 0:
-                    receiver.hung.set()
-                    receiver.release.wait(10)
-                    return
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/signups"
-
-    def take(self, headers: dict[str, str], body: bytes) -> None:
-        try:
-            event = Webhook(SECRET).verify(body, headers)
-        except WebhookVerificationError:
-            event = None
-        with self._lock:
-            self.deliveries.append(Delivery(headers, event, time.monotonic()))
-
-    def next_answer(self) -> tuple[int, dict[str, str], bytes]:
-        with self._lock:
-            return self.answers.pop(0) if self.answers else (204, {}, b"")
-
-    def of(self, job_id: str) -> list[Delivery]:
-        with self._lock:
-            return [d for d in self.deliveries if d.headers.get("webhook-id") == job_id]
-
-    def __enter__(self) -> "Receiver":
-        serve = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        serve.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def configure(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
-    """Set webhook settings in the environment (for worker processes too) and reload them."""
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    """Webhooks on, sent to a receiver of this test's own."""
-    with Receiver() as started:
-        configure(
-            monkeypatch,
-            WEBHOOK_URL=started.url,
-            WEBHOOK_SECRET=SECRET,
-            WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-            WEBHOOK_CONNECT_TIMEOUT="1",
-            WEBHOOK_READ_TIMEOUT="0.5",
-            WEBHOOK_RATE_LIMIT="100",
-        )
-        yield started
-    monkeypatch.undo()
-    get_settings.cache_clear()
+# Answers that never end, sent a byte every half second: in the headers, or in a body of no length.
+DRIP_HEADERS: tuple[int, dict[str, str], bytes] = (-1, {}, b"HTTP/1.1 200 OK\r\nX-Drip: ")
+DRIP_BODY: tuple[int, dict[str, str], bytes] = (-1, {}, b"HTTP/1.1 200 OK\r\n\r\n")
 
 
 def sign_up(api: Api) -> tuple[str, str]:
-    """Sign someone up; the ids of the welcome email's job and of the webhook's."""
+    """Sign someone up with a web app made with the webhook settings of the test; the ids of the
+    welcome email's job and of the webhook's."""
     address = f"hook-{uuid.uuid4().hex[:8]}@example.com"
-    status, body = api.post_json("/signups", {"email": address, "name": "Ada"})
+    with served(get_settings()) as hooked:
+        status, body = hooked.post_json("/signups", {"email": address, "name": "Ada"})
     assert status == 202, body
     return body["job_id"], body["webhook_job_id"]
 
@@ -192,6 +101,28 @@ def test_a_receiver_that_hangs_is_timed_out_and_tried_again(api: Api, receiver: 
     assert len(receiver.of(webhook_job_id)) == 2
 
 
+@pytest.mark.parametrize("answer", [DRIP_HEADERS, DRIP_BODY], ids=["headers", "body"])
+def test_an_answer_dripped_for_ever_is_cut_at_the_deadline_and_tried_again(
+    api: Api,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: tuple[int, dict[str, str], bytes],
+) -> None:
+    # Each read gets a byte well within its timeout: only the call's deadline can end it.
+    configure(monkeypatch, WEBHOOK_TIMEOUT="1", WEBHOOK_READ_TIMEOUT="2")
+    receiver.answers = [answer]
+    _, webhook_job_id = sign_up(api)
+
+    job = api.wait_for_job(webhook_job_id)
+
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert len(receiver.of(webhook_job_id)) == 2
+    (held,) = receiver.dripped
+    # The deadline counts from connecting, a moment before the request reached the receiver.
+    assert 0.8 <= held < 1.5, f"the dripped answer went on for {held:.2f} s"
+
+
 def test_a_400_fails_at_once_with_the_status_and_the_start_of_the_body(
     api: Api, receiver: Receiver
 ) -> None:
@@ -203,9 +134,27 @@ def test_a_400_fails_at_once_with_the_status_and_the_start_of_the_body(
     assert job["status"] == "failed", job
     assert job["attempts"] == 1
     assert "HTTP 400" in job["error"]
-    assert "unknown event type" in job["error"]
-    assert len(job["error"]) < 300
+    assert "unknown event type" not in job["error"]  # the partner's answer is not public
+    detail = full_error(webhook_job_id)
+    assert "HTTP 400" in detail
+    assert "unknown event type" in detail
+    assert len(detail) < 300
     assert len(receiver.of(webhook_job_id)) == 1
+
+
+def test_errors_summarise_the_answer_apart_from_its_detail(receiver: Receiver) -> None:
+    receiver.answers = [(400, {}, b'{"error": "unknown event type"}'), (503, {}, b"internal: db01")]
+    event = {"type": "signup.created", "data": {}}
+
+    with pytest.raises(webhooks.DeliveryRefused) as refused:
+        webhooks.deliver(str(uuid.uuid4()), event)
+    with pytest.raises(webhooks.DeliveryError) as failed:
+        webhooks.deliver(str(uuid.uuid4()), event)
+
+    assert refused.value.summary == "the endpoint answered HTTP 400"
+    assert str(refused.value) == refused.value.detail == 'HTTP 400: {"error": "unknown event type"}'
+    assert failed.value.summary == "the endpoint answered HTTP 503"
+    assert str(failed.value) == "HTTP 503: internal: db01"
 
 
 def test_a_private_address_not_allowed_is_refused(
@@ -218,13 +167,14 @@ def test_a_private_address_not_allowed_is_refused(
 
     assert job["status"] == "failed", job
     assert job["attempts"] == 1
-    assert "127.0.0.1" in job["error"]
-    assert "WEBHOOK_ALLOWED_HOSTS" in job["error"]
+    assert "127.0.0.1" not in job["error"]  # the public summary names no address
+    assert "127.0.0.1" in full_error(webhook_job_id)
+    assert "WEBHOOK_ALLOWED_HOSTS" in full_error(webhook_job_id)
     assert receiver.deliveries == []
 
 
-NOT_PUBLIC = ["localhost", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"]
-NOT_PUBLIC += ["224.0.0.1", "::1", "::ffff:127.0.0.1", "fe80::1", "fc00::1"]
+NOT_PUBLIC = ["localhost", "10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1", "224.0.0.1"]
+NOT_PUBLIC += ["::1", "::ffff:127.0.0.1", "fe80::1", "fc00::1"]
 
 
 @pytest.mark.parametrize("host", NOT_PUBLIC)
@@ -233,15 +183,131 @@ def test_names_and_addresses_that_are_not_public_are_refused(host: str) -> None:
         webhooks.resolve(host, 443)
 
 
+# IPv6 addresses that lead to an IPv4 one, and the address they lead to.
+WRAPPED = {
+    "::ffff:10.0.0.1": "10.0.0.1",  # IPv4-mapped
+    "64:ff9b::7f00:1": "127.0.0.1",  # NAT64, RFC 6052
+    "2002:c0a8:1::1": "192.168.0.1",  # 6to4
+    "2001:0:4136:e378:8000:63bf:80ff:fffe": "127.0.0.1",  # Teredo: the client, inverted
+    "2001:0:a00:1:8000:63bf:a2f1:d8cb": "10.0.0.1",  # Teredo: the server
+    "::127.0.0.1": "127.0.0.1",  # IPv4-compatible
+}
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Addresses `ssrf.test` resolves to in this process: the next one each time it is asked."""
+    answers: list[str] = []
+    lock = threading.Lock()
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "ssrf.test":
+            with lock:
+                host = answers.pop(0)
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+def webhooks_to(
+    api: Api, receiver: Receiver, resolver: list[str], addresses: list[str], *, allowed: bool
+) -> dict[str, dict[str, Any]]:
+    """A signup's webhook job for each address, its host resolving to that address (the jobs run
+    at once, each resolving the name once), by the address found in its full error, if any."""
+    resolver.extend(addresses)
+    url = f"http://ssrf.test:{receiver.server.server_port}/hooks/signups"
+    with pytest.MonkeyPatch.context() as patch:
+        configure(patch, WEBHOOK_URL=url, WEBHOOK_ALLOWED_HOSTS="ssrf.test" if allowed else "")
+        jobs = [api.wait_for_job(job_id) for job_id in [sign_up(api)[1] for _ in addresses]]
+    reload_settings()
+    assert resolver == [], "a job did not resolve the name"
+    by_address: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        error = full_error(job["id"])
+        address = error.partition("ssrf.test resolves to ")[2].partition(",")[0]
+        by_address[address] = job
+    return by_address
+
+
+def test_an_ipv6_address_is_judged_by_the_ipv4_address_it_leads_to(
+    api: Api, receiver: Receiver, resolver: list[str]
+) -> None:
+    nat64_local = "64:ff9b:1::5db8:d70e"  # the local-use prefix: refused whatever it carries
+    jobs = webhooks_to(api, receiver, resolver, [*WRAPPED, nat64_local], allowed=False)
+
+    assert set(jobs) == {*WRAPPED, nat64_local}, jobs
+    for address, leads_to in WRAPPED.items():
+        job = jobs[address]
+        assert job["status"] == "failed", job
+        assert job["attempts"] == 1
+        error = full_error(job["id"])
+        assert "ssrf.test" not in str(job["error"])  # the public summary names no address
+        carried = error.partition("which is not a public address (it leads to ")[2]
+        assert leads_to in carried.partition(")")[0].split(", "), error
+    error = full_error(jobs[nat64_local]["id"])
+    assert "64:ff9b:1::5db8:d70e, which is not a public address;" in error
+    assert receiver.deliveries == []
+
+
+# Refused even for a host in WEBHOOK_ALLOWED_HOSTS.
+METADATA = "a cloud metadata address"
+NEVER = {
+    "169.254.169.254": METADATA,  # AWS, GCP, Azure
+    "fd00:ec2::254": METADATA,  # AWS over IPv6
+    "169.254.170.2": METADATA,  # ECS task credentials
+    "100.100.100.200": METADATA,  # Alibaba
+    "::ffff:169.254.169.254": f"{METADATA} (it leads to 169.254.169.254)",
+    "64:ff9b::a9fe:a9fe": f"{METADATA} (it leads to 169.254.169.254)",
+    "0.0.0.0": "the unspecified address",
+    "::": "the unspecified address",
+    "::ffff:0.0.0.0": "the unspecified address (it leads to 0.0.0.0)",
+}
+
+
+def test_metadata_and_unspecified_addresses_are_refused_even_for_allowed_hosts(
+    api: Api, receiver: Receiver, resolver: list[str]
+) -> None:
+    never = ["169.254.169.254", "::ffff:169.254.169.254", "::"]
+    # And an allowed host is called on a private address, however it is written.
+    jobs = webhooks_to(api, receiver, resolver, [*never, "::ffff:127.0.0.1"], allowed=True)
+
+    assert set(jobs) == {*never, ""}, jobs
+    for address in never:
+        assert jobs[address]["status"] == "failed", jobs[address]
+        assert jobs[address]["attempts"] == 1
+        assert f"resolves to {address}, {NEVER[address]}" in full_error(jobs[address]["id"])
+    assert jobs[""]["status"] == "succeeded", jobs[""]
+    assert len(receiver.deliveries) == 1
+
+
+@pytest.mark.parametrize(("address", "reason"), NEVER.items(), ids=list(NEVER))
+def test_every_metadata_and_unspecified_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, address: str, reason: str
+) -> None:
+    configure(monkeypatch, WEBHOOK_ALLOWED_HOSTS=address)
+    try:
+        with pytest.raises(webhooks.DeliveryRefused) as refused:
+            webhooks.resolve(address, 443)
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+    assert f"resolves to {address}, {reason}, which " in str(refused.value)
+    assert refused.value.summary == "the endpoint's address is not allowed"
+
+
 def test_public_addresses_and_allowed_hosts_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     assert webhooks.resolve("93.184.215.14", 443) == "93.184.215.14"
+    for wrapped in ["::ffff:93.184.215.14", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1"]:
+        assert webhooks.resolve(wrapped, 443) == wrapped
     configure(monkeypatch, WEBHOOK_ALLOWED_HOSTS="Localhost, 10.1.2.3")
     try:
         assert webhooks.resolve("10.1.2.3", 443) == "10.1.2.3"
         assert webhooks.resolve("localhost", 443) in {"127.0.0.1", "::1"}
     finally:
         monkeypatch.undo()
-        get_settings.cache_clear()
+        reload_settings()
 
 
 def test_the_secret_must_be_a_standard_webhooks_secret() -> None:
@@ -261,7 +327,7 @@ def limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, float]]:
     configure(monkeypatch, WEBHOOK_RATE_LIMIT="3", WEBHOOK_RATE_PERIOD="0.5")
     yield 3, 0.5
     monkeypatch.undo()
-    get_settings.cache_clear()
+    reload_settings()
 
 
 def test_threads_of_one_worker_share_the_limit(limit: tuple[int, float]) -> None:

@@ -36,6 +36,7 @@ import arq.worker  # noqa: E402
 from arq.cron import CronJob, next_cron  # noqa: E402
 from arq.worker import Worker  # noqa: E402
 
+from {{ cookiecutter.package_name }} import client  # noqa: E402
 from {{ cookiecutter.package_name }} import worker as queue  # noqa: E402
 
 SETTINGS = (queue.WorkerSettings, queue.FileWorkerSettings)
@@ -92,16 +93,36 @@ async def _no_redis_info(redis: Any, log_func: Any) -> None:
 
 
 async def _purge() -> None:
-    redis = queue.connect()
+    redis = client.connect()
     try:
         keys = [key async for key in redis.scan_iter("arq:*")]
-        await redis.delete(queue.QUEUE, queue.FILE_QUEUE, *keys)
+        await redis.delete(client.QUEUE, client.FILE_QUEUE, *keys)
     finally:
         await redis.aclose()
 
 
 def purge() -> None:
     asyncio.run(_purge())
+
+
+# A job id whose job cannot be decoded, and one whose job does not exist; what the worker's log
+# must say of them.
+_GARBLED = b"\x80 garbled"
+POISON_LOGGED = (repr(_GARBLED), "poison-missing")
+
+
+async def _push_poison() -> None:
+    redis = client.connect()
+    try:
+        await redis.set("arq:job:poison-garbled", _GARBLED)
+        await redis.zadd(client.QUEUE, {"poison-garbled": 1, "poison-missing": 1})
+    finally:
+        await redis.aclose()
+
+
+def push_poison() -> None:
+    """Messages no worker can run, at the head of the queue of the `worker` process."""
+    asyncio.run(_push_poison())
 
 
 def start_process() -> subprocess.Popen[bytes]:
@@ -111,10 +132,10 @@ def start_process() -> subprocess.Popen[bytes]:
 
 
 async def _enqueue_cleanup() -> None:
-    redis = queue.connect()
+    redis = client.connect()
     try:
         cleanup = _cron_job(queue.cleanup_expired)
-        await redis.enqueue_job(cleanup.name, _queue_name=queue.QUEUE)
+        await redis.enqueue_job(cleanup.name, _queue_name=client.QUEUE)
     finally:
         await redis.aclose()
 
@@ -147,6 +168,9 @@ def _every_seconds(job: CronJob) -> float:
     first = next_cron(datetime(2026, 1, 1, tzinfo=UTC), **fields, microsecond=0)
     return (next_cron(first, **fields, microsecond=0) - first).total_seconds()
 
+
+# The Procfile processes that take part in the queue (not web).
+WORKER_PROCESSES = ("worker", "file_worker")
 
 # The Procfile processes that run the schedule besides the workers: none, each worker carries it.
 SCHEDULE_PROCESSES: tuple[str, ...] = ()

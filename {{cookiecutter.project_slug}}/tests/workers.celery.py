@@ -55,6 +55,37 @@ def purge() -> None:
     queue.app.control.purge()
 
 
+# Messages that are not Celery's, as another program, or a bug, could put on the queue, and what
+# the worker's log must show of them.
+POISON = ("not a message", '{"json": "but not a message"}')
+{%- if cookiecutter.broker == "rabbitmq" %}
+POISON_LOGGED = ("not a message", "{'json': 'but not a message'}")  # Celery decoded the JSON
+{%- else %}
+POISON_LOGGED = POISON
+{%- endif %}
+
+
+def push_poison() -> None:
+    """Messages no worker can run, on the queue of the `worker` process."""
+{%- if cookiecutter.broker == "redis" %}
+    with queue.app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        client.lpush(queue.QUEUE, *POISON)
+{%- elif cookiecutter.broker == "rabbitmq" %}
+    with queue.app.connection_for_write() as connection:
+        producer = connection.Producer()
+        producer.publish(POISON[0], routing_key=queue.QUEUE, content_type="text/plain")
+        producer.publish(POISON[1], routing_key=queue.QUEUE, content_type="application/json")
+{%- else %}
+    with queue.app.connection_for_write() as connection:
+        channel = connection.default_channel
+        url = channel._new_queue(queue.QUEUE)
+        client = channel.sqs(queue=channel.entity_name(queue.QUEUE))
+        for body in POISON:
+            client.send_message(QueueUrl=url, MessageBody=body)
+{%- endif %}
+
+
 def start_process() -> subprocess.Popen[bytes]:
     """A worker process, started as the Procfile starts it."""
     celery = Path(sys.executable).with_name("celery")
@@ -78,6 +109,9 @@ def cleanup_every_seconds() -> float:
 def reconcile_every_seconds() -> float:
     return float(queue.app.conf.beat_schedule["reconcile"]["schedule"].total_seconds())
 
+
+# The Procfile processes that take part in the queue (not web).
+WORKER_PROCESSES = ("worker", "file_worker", "scheduler")
 
 # The Procfile processes that run the schedule: one beat, whatever the number of workers.
 SCHEDULE_PROCESSES = ("scheduler",)
