@@ -107,19 +107,21 @@ def upload(source: Path, env: dict[str, str]) -> None:
 
 def analyse(source: Path, package: str) -> None:
     files = import_module(f"{package}.files")
+    settings = import_module(f"{package}.settings")
+    uploads = files.Uploads(settings.get_settings().upload_dir)
     size = source.stat().st_size
     with source.open("rb") as stream:
-        stored = files.store(stream, source.name, "text/csv", size)
+        stored = uploads.store(stream, source.name, "text/csv", size)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = files.analyse(stored, lambda fraction: None)
+    result = uploads.analyse(stored, lambda fraction: None)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"analysis: {size / MB:.0f} MB, {result['csv']['rows']} rows in {elapsed:.1f} s "
         f"({size / MB / elapsed:.0f} MB/s); peak memory {before:.0f} MB, then {after:.0f} MB"
     )
-    files.delete(stored.key)
+    uploads.delete(stored.key)
 
 
 def main() -> None:
