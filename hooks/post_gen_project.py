@@ -33,7 +33,6 @@ def remove(path: Path) -> None:
 
 
 def next_steps(answers: dict[str, str]) -> str:
-    workers = "worker file_worker" + (" scheduler" if answers["task_queue"] == "celery" else "")
     return f"""
 Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_framework"]}, \
 {answers["broker"]}, {answers["database"]}). Next:
@@ -42,7 +41,7 @@ Created {answers["project_slug"]}/ ({answers["task_queue"]}, {answers["web_frame
     uv sync && uv run pytest                   # set up and test
     cp .env.example .env                       # settings, and PORT=8000 for honcho
     uv run alembic upgrade head                # create the schema
-    {f"uv run honcho start web {workers}":<42} # run the app: http://localhost:8000
+    uv run honcho start                        # run the app: http://localhost:8000
 
 README.md explains each job, how to try it by hand, and how it behaves when things fail.
 """

@@ -8,11 +8,13 @@ import glob
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import yaml
@@ -20,13 +22,19 @@ from check_jsonschema import main as check_jsonschema_main
 from cloudcoil.models.keda import v1alpha1 as keda
 
 from tests.combinations import COOKIECUTTER
+from tests.pod_security import pod_template, violations
 
 # Modules and distributions that belong to one value of an option, and to no project without it.
 MARKERS = {
     ("task_queue", "celery"): {"celery", "kombu", "flower"},
     ("task_queue", "arq"): {"arq", "fakeredis"},
     ("web_framework", "fastapi"): {"fastapi", "starlette", "uvicorn", "httpx2"},
-    ("web_framework", "flask"): {"flask", "werkzeug", "gunicorn"},
+    ("web_framework", "flask"): {
+        "flask",
+        "werkzeug",
+        "gunicorn",
+        "opentelemetry-instrumentation-flask",
+    },
     ("broker", "redis"): {"celery[redis]"},
     ("broker", "sqs"): {"boto3", "botocore", "moto", "celery[sqs]", "moto[server,sqs]"},
     ("database", "postgresql"): {
@@ -77,6 +85,17 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
             assert not unchosen, f"{option}={answers[option]} still uses {unchosen}"
 
 
+# No module of the generated package is longer than this: each one concern, on a few screens.
+MODULE_LINES = 250
+
+
+def check_layout(project: Path, package: str) -> None:
+    """Every module of the package fits on a few screens."""
+    for module in (project / "src" / package).rglob("*.py"):
+        lines = len(module.read_text().splitlines())
+        assert lines <= MODULE_LINES, f"{module.name} has {lines} lines (at most {MODULE_LINES})"
+
+
 def check_docker(project: Path, answers: dict[str, str]) -> None:
     """With Docker: hadolint and docker-compose accept the files; compose runs the Procfile's
     commands, each process healthy-checked and waiting for healthy services, after `migrate`."""
@@ -91,13 +110,15 @@ def check_docker(project: Path, answers: dict[str, str]) -> None:
 
     services = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
     package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
-    processes = dict(line.split(":", 1) for line in (project / "Procfile").read_text().splitlines())
-    for name, command in processes.items():
+    processes = procfile(project)
+    for name, words in processes.items():
         service = services["migrate" if name == "release" else name]
-        words = command.split()
-        words = words[: words.index("--schedule")] if "--schedule" in words else words
         if name != "web":
             assert service["command"][: len(words)] == words, (name, service["command"])
+    # The web service runs the image's CMD: the Procfile's, but for a port that comes from $PORT.
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    if "$" not in " ".join(processes["web"]):
+        assert yaml.safe_load(cmd) == processes["web"], (cmd, processes["web"])
         if name in ("worker", "file_worker"):
             probe = ["CMD", "python", "-m", f"{package}.health", name]
             assert service["healthcheck"]["test"] == probe, (name, service["healthcheck"])
@@ -175,14 +196,16 @@ def procfile(project: Path) -> dict[str, list[str]]:
     processes = {}
     for line in (project / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
-        words = command.split()
+        words = shlex.split(command)
         processes[name] = words[: words.index("--schedule")] if "--schedule" in words else words
     return processes
 
 
 def check_kubernetes(project: Path, answers: dict[str, str]) -> None:
     """The Kubernetes files satisfy the schemas of Kubernetes and of KEDA's resources, run the
-    Procfile's commands, and scale Deployments that exist."""
+    Procfile's commands, and scale Deployments that exist. Every pod meets the restricted Pod
+    Security Standard, with a read-only root filesystem, the app's pods as the image's own user.
+    With SQLite, one replica of each process on one node, and no autoscaling."""
     documents = [
         document
         for path in sorted((project / "deploy" / "kubernetes").glob("*.yaml"))
@@ -212,11 +235,52 @@ def check_kubernetes(project: Path, answers: dict[str, str]) -> None:
         assert "scheduler" not in commands, "ARQ's workers carry the schedule: no scheduler"
     assert processes <= commands.keys(), f"no Deployment or Job for {processes - commands.keys()}"
     for name, words in procfile(project).items():
-        if name in commands and name != "web":  # web: the Procfile's port comes from $PORT
+        if "$" in " ".join(words):  # a port that comes from $PORT: Kubernetes names its own
+            continue
+        if name in commands:
             assert commands[name][: len(words)] == words, (name, commands[name])
     for document in documents:
         if document["kind"] == "ScaledObject":
             assert document["spec"]["scaleTargetRef"]["name"] in deployments
+    check_pods(project, answers, documents)
+
+
+def check_pods(project: Path, answers: dict[str, str], documents: list[dict[str, Any]]) -> None:
+    """Pod security, and what SQLite allows: one node, one replica, no autoscaling."""
+    slug = project.name
+    dockerfile = project / "Dockerfile"
+    image_user = None
+    if dockerfile.exists():
+        (image_user,) = re.findall(r"^USER (\d+)", dockerfile.read_text(), re.MULTILINE)
+    sqlite = answers["database"] == "sqlite"
+    for document in documents:
+        pod = pod_template(document)
+        if pod is None:
+            continue
+        name = document["metadata"]["name"]
+        assert not violations(pod), f"{name} breaks the restricted Pod Security Standard: " + (
+            "; ".join(violations(pod))
+        )
+        spec = pod["spec"]
+        for container in spec["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            if container["image"].startswith(f"{slug}:") and image_user:
+                assert str(spec["securityContext"]["runAsUser"]) == image_user, name
+                assert str(spec["securityContext"]["runAsGroup"]) == image_user, name
+        if document["kind"] == "Deployment" and sqlite and "persistentVolumeClaim" in str(spec):
+            assert document["spec"]["replicas"] == 1, f"{name}: SQLite allows one replica"
+            affinity = spec["affinity"]["podAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]
+            assert affinity[0]["topologyKey"] == "kubernetes.io/hostname", name
+    kinds = {document["kind"] for document in documents}
+    claims = [d for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    modes = {mode for claim in claims for mode in claim["spec"]["accessModes"]}
+    if sqlite:
+        assert "ScaledObject" not in kinds, "SQLite: no autoscaling, one replica only"
+        assert modes == {"ReadWriteOnce"}, modes
+    else:
+        assert "ScaledObject" in kinds and modes == {"ReadWriteMany"}, (kinds, modes)
 
 
 def find_python(version: str) -> str:

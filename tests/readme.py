@@ -1,7 +1,7 @@
 """A generated project's README, followed as a newcomer follows it.
 
 The commands come from the README itself: its set-up lines, the SMTP catcher it suggests, `cp
-.env.example .env`, the migration, `honcho start` with the processes it names, and then its
+.env.example .env`, the migration, `honcho start` as it is given, and then its
 `curl` lines, on the port it gives, each answer compared with the one the README shows. Only the
 services change: `.env` is pointed at the verification's broker, database and catcher.
 """

@@ -15,6 +15,7 @@ from tests.checks import (
     check_docker,
     check_hygiene,
     check_kubernetes,
+    check_layout,
     clean_env,
     finish,
     pythons_path,
@@ -30,11 +31,12 @@ from tests.readme import walk_through
 
 # The projects' long fault drills (tests marked `drill`) run once for each queue and broker.
 DRILLS = combinations.one_per(("task_queue", "broker"), spread=("web_framework", "database"))
-# The offline tier differs by queue and framework: run it once for each such pair too, on bakes
-# that do not run the drills, to even out the load.
+# The offline tier's test doubles differ by queue (Celery's in-memory transport, fakeredis for
+# ARQ), not by framework, whose differences the API contract walk covers: run it once for each
+# queue, on bakes that do not run the drills, to even out the load.
 OFFLINE = combinations.one_per(
-    ("task_queue", "web_framework"),
-    spread=("broker", "database"),
+    ("task_queue",),
+    spread=("web_framework", "broker", "database"),
     among=[plan for plan in FULL if plan not in DRILLS],
 )
 # The projects' browser test (a real headless Chromium) runs once for each web framework, on
@@ -46,12 +48,11 @@ BROWSER = combinations.one_per(
     among=[plan for plan in reversed(FULL) if plan not in DRILLS and plan not in OFFLINE],
 )
 # The README followed as a person does, once per queue; pre-commit's own run, once: each on a
-# bake that does neither the drills nor the browser test (ARQ has too few bakes to avoid the
-# offline tier as well), to even out the load.
+# bake that does nothing else beyond its own suite, to even out the load.
 WALKS = combinations.one_per(
     ("task_queue",),
     spread=("web_framework", "broker", "database"),
-    among=[plan for plan in FULL if plan not in DRILLS + BROWSER],
+    among=[plan for plan in FULL if plan not in DRILLS + OFFLINE + BROWSER],
 )
 PRE_COMMIT = next(p for p in FULL if p not in DRILLS + OFFLINE + BROWSER + WALKS)
 
@@ -72,6 +73,7 @@ def test_combination(
 
     started = time.monotonic()
     check_hygiene(project, plan)
+    check_layout(project, package)
     check_docker(project, plan)
     check_kubernetes(project, plan)
     check_ci(project, plan)
@@ -145,12 +147,28 @@ def run_suite(
     wanted = {"drill": drills, "browser": browser}
     if left_out := [f"not {marker}" for marker, run in wanted.items() if not run]:
         pytest_command += ["-m", " and ".join(left_out)]
-    run([*pytest_command, f"--junitxml={report}"], project, {**env, **services})
+    try:
+        run([*pytest_command, f"--junitxml={report}"], project, {**env, **services})
+    except AssertionError as failed:
+        # What each failing test said first: the run's tail is mostly its captured logs.
+        raise AssertionError(f"{failures(report)}\n{failed}") from None
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
     assert counts["tests"] > 0
     return counts
+
+
+def failures(report: Path) -> str:
+    """Each failing test of a JUnit report with the start of its message."""
+    if not report.exists():
+        return "(no test report)"
+    lines = []
+    for case in ET.parse(report).getroot().iter("testcase"):
+        for failure in [*case.iter("failure"), *case.iter("error")]:
+            message = failure.get("message", "")[:3000]
+            lines.append(f"{case.get('classname')}::{case.get('name')}: {message}")
+    return "\n".join(lines)
 
 
 def _axes(plan: dict[str, str]) -> dict[str, str]:

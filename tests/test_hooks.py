@@ -1,10 +1,12 @@
 """The answers the template refuses, and the guards that keep its test plan honest."""
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cookiecutter.exceptions import FailedHookException
+from jinja2 import Template
 
 from tests import combinations
 from tests.checks import check_ci, check_docker, check_hygiene, check_kubernetes, ruff
@@ -32,19 +34,34 @@ def test_every_pair_of_option_values_is_baked() -> None:
         assert {plan[option] for plan in FULL + EXTRA} == set(combinations.choices(option))
 
 
+def values_of(option: str) -> set[str]:
+    """An option's choices; for a value derived from them (`__name`), every value it takes."""
+    if option.startswith("__"):
+        return {Template(COOKIECUTTER[option]).render(cookiecutter=combo) for combo in VALID}
+    return set(COOKIECUTTER[option])
+
+
 def test_the_manifest_names_every_variant_file_and_only_real_ones() -> None:
     template = ROOT / "{{cookiecutter.project_slug}}"
     listed = set()
     for option, values in COOKIECUTTER["_manifest"].items():
-        assert set(values) <= set(COOKIECUTTER[option]), option
+        assert set(values) <= values_of(option), option
         for paths in values.values():
             for path in paths:
                 real = template / path.format(package="{{cookiecutter.package_name}}")
                 assert real.exists(), real
                 listed.add(real)
-    infixes = {f".{v}." for option in COOKIECUTTER["_manifest"] for v in COOKIECUTTER[option]}
+    infixes = {f".{v}." for option in COOKIECUTTER["_manifest"] for v in values_of(option)}
     variants = {p for p in template.rglob("*") if any(i in p.name for i in infixes)}
     assert variants <= listed
+
+
+def test_the_web_variants_hold_no_queue_branch() -> None:
+    """Each web framework's file routes and translates HTTP; the queue is behind `worker.Client`
+    and the use cases in `service.py`, so neither web variant may branch on the queue."""
+    package = ROOT / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    for web in package.glob("web.*.py"):
+        assert not re.search(r"task_queue|\bcelery\b|\barq\b", web.read_text(), re.I), web.name
 
 
 def refused(result: Any, capfd: pytest.CaptureFixture[str], tmp_path: Path) -> str:
