@@ -86,10 +86,14 @@ def web_process(**env: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def wait_until(condition: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+def wait_until(
+    condition: Callable[[], bool], failure: str | Callable[[], str], timeout: float = 30
+) -> None:
+    """Wait for `condition`; past `timeout`, fail with `failure` (or what it returns, then)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, failure
+        if time.monotonic() > deadline:
+            raise AssertionError(failure if isinstance(failure, str) else failure())
         time.sleep(0.2)
 
 

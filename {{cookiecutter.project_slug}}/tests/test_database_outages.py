@@ -9,7 +9,7 @@ share a PostgreSQL server of the test's own that has fewer connections than they
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 from tests import postgres_server, workers
 from tests.conftest import TEST_ENV, Mailbox, stored_files
-from tests.processes import PROJECT_ROOT, start_procfile, web_process
+from tests.processes import PROJECT_ROOT, start_procfile, wait_until, web_process
 from tests.proxy import Proxy
 from tests.test_reliability import call, post_file, post_json
 from tests.test_scale import Process
@@ -69,11 +69,24 @@ def assert_running(processes: list[Process]) -> None:
     assert not exited, f"exited: {exited}"
 
 
-def wait_until(condition: Callable[[], bool], failure: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.2)
+def unfinished(settings: Settings, accepted: dict[str, str], processes: list[Process]) -> str:
+    """Why a drill's jobs did not all finish: each unfinished job, and the workers' last lines."""
+    with database.session(database.engine(settings)) as db:
+        jobs = db.scalars(select(Job).where(Job.id.in_(accepted.values()))).all()
+    waiting = [
+        f"{job.id} {job.status} attempts={job.attempts} fence={job.fence} error={job.error!r}"
+        for job in jobs
+        if job.status not in {"succeeded", "failed", "cancelled"}
+    ]
+    logs = "\n".join(
+        f"--- {p.name} (exit {p.popen.poll()}):\n" + "\n".join(p.output().splitlines()[-40:])
+        for p in processes
+    )
+    return (
+        f"not every job finished: {len(waiting)} of {len(accepted)}\n"
+        + "\n".join(waiting)
+        + f"\n{logs}"
+    )
 
 
 def finished(settings: Settings, job_ids: list[str]) -> list[Job]:
@@ -170,13 +183,13 @@ def test_too_few_connections_make_jobs_wait_and_none_fails(
             with email_workers(url, tmp_path, 3) as processes:
                 wait_until(  # jobs wait for connections: slow on a busy machine, never lost
                     lambda: len(finished(settings, list(accepted.values()))) == BURST,
-                    "not every job finished",
+                    lambda: unfinished(settings, accepted, processes),
                     150,
                 )
                 assert_running(processes)
         jobs = finished(settings, list(accepted.values()))
         assert {job.status for job in jobs} == {"succeeded"}, [(j.id, j.error) for j in jobs]
-        assert [job.attempts for job in jobs] == [1] * BURST
+        assert [job.attempts for job in jobs] == [1] * BURST, [(j.id, j.attempts) for j in jobs]
         assert [len(mailbox.to(address)) for address in accepted] == [1] * BURST
         refused = sum(p.output().count("too many clients") for p in processes)
         assert refused, "no connection was refused: the drill proves nothing"

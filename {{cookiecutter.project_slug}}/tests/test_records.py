@@ -1,6 +1,9 @@
 """Job records: the schema, the claim that keeps one worker per job, and the settings."""
 
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ from {{ cookiecutter.package_name }} import (
 )
 from {{ cookiecutter.package_name }}.database import engine_url, utcnow
 from {{ cookiecutter.package_name }}.models import Job, JobCount, JobKind, JobStatus, Outcome
+from {{ cookiecutter.package_name }}.once import once
 from {{ cookiecutter.package_name }}.runs import Claim, Run
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -222,6 +226,29 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
 )
 def test_database_urls_as_platforms_give_them(given: str, driver: str) -> None:
     assert engine_url(given).drivername == driver
+
+
+def test_threads_that_ask_at_once_share_one_engine() -> None:
+    # A worker's first jobs all start at the same moment; an engine each would keep
+    # connections no other thread can use.
+    made = []
+
+    @once
+    def slow_engine(url: str) -> object:
+        made.append(url)
+        time.sleep(0.05)  # as long as making the first engine can take
+        return object()
+
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> object:
+        start.wait()
+        return slow_engine("postgresql://db.example/app")
+
+    with ThreadPoolExecutor(8) as threads:
+        engines = set(threads.map(ask, range(8)))
+    assert (len(engines), made) == (1, ["postgresql://db.example/app"])
+    assert isinstance(database._engine, once)
 
 
 def test_settings_read_seconds_and_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:

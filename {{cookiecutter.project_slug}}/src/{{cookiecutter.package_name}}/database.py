@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import URL, Connection, DateTime, Engine, create_engine, event, make_url, text
@@ -11,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 from . import tracing
+from .once import once
 from .settings import Settings, get_settings
 
 # Where Core statements run: a plain connection's transaction (`transaction`) or a session's.
@@ -59,7 +59,7 @@ def engine(settings: Settings | None = None) -> Engine:
     return _engine(settings.database_url, *pool, settings.database_pool_timeout)
 
 
-@lru_cache
+@once
 def _engine(database_url: str, pool_size: int, max_overflow: int, pool_timeout: float) -> Engine:
     url = engine_url(database_url)
     # Each process holds at most pool_size + max_overflow connections; a thread that finds

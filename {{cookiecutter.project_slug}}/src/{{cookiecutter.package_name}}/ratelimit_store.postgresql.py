@@ -9,6 +9,7 @@ from psycopg_pool import ConnectionPool
 from pyrate_limiter import AbstractBucket, PostgresBucket, Rate
 
 from .database import engine_url
+from .once import once
 from .settings import get_settings
 
 
@@ -19,7 +20,7 @@ def bucket(host: str, rate: tuple[int, int]) -> AbstractBucket:
     return PostgresBucket(_pool(), _table(host), [Rate(limit, period_ms)])
 
 
-@lru_cache
+@once
 def _pool() -> ConnectionPool:
     url = engine_url(get_settings().database_url).set(drivername="postgresql")
     conninfo = url.render_as_string(hide_password=False)

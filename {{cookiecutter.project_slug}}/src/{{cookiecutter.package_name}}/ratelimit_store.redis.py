@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 
+from .once import once
 from .settings import get_settings
 
 
@@ -41,7 +42,7 @@ def _store(key: str) -> StateStore:
     return RedisStateStore(_redis(), key)
 
 
-@lru_cache
+@once
 def _redis() -> Redis:
     return Redis.from_url(
         get_settings().broker_url,

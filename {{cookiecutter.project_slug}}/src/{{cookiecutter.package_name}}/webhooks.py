@@ -28,7 +28,6 @@ import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -36,6 +35,7 @@ import httpx
 
 from . import addresses, ratelimit
 from .deadlines import Deadline
+from .once import once
 from .settings import get_settings
 
 EXCERPT_CHARS = 200
@@ -229,7 +229,7 @@ def _ascii(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
-@lru_cache
+@once
 def _call_slots(concurrency: int) -> threading.BoundedSemaphore:
     """Calls under way at once in this process, at most `concurrency`."""
     return threading.BoundedSemaphore(concurrency)
