@@ -353,6 +353,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", **extra}
 
 
+def interpreter_workarounds(python: str) -> dict[str, str]:
+    """Environment for a project's processes that keeps clear of a known bug of `python`.
+
+    CPython 3.11 before 3.11.8 (this machine's pyenv has 3.11.7; uv downloads no other here) may
+    raise `SystemError: AST constructor recursion depth mismatch` when threads parse source at
+    once (gh-106905), and its tracebacks parse their lines to place their carets: seen in the
+    worker threads of a bake's suite. Without column positions, tracebacks parse nothing.
+    """
+    command = [python, "-c", "import sys; print(sys.version_info[:3] < (3, 11, 8))"]
+    if subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip() == "True":
+        return {"PYTHONNODEBUGRANGES": "1"}
+    return {}
+
+
 def ruff(project: Path) -> None:
     tool = shutil.which("ruff", path=str(Path(sys.executable).parent)) or "ruff"
     run([tool, "check", "--no-cache", "."], project)

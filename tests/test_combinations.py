@@ -18,6 +18,7 @@ from tests.checks import (
     check_layout,
     clean_env,
     finish,
+    interpreter_workarounds,
     pythons_path,
     ruff,
     run,
@@ -90,6 +91,7 @@ def test_combination(
     version = run([python, "-c", "import sys; print(*sys.version_info[:2], sep='.')"], project)
     assert version.strip() == plan["python_version"], version
     run([python, "-c", f"import {package}.web, {package}.worker"], project, env)
+    env |= interpreter_workarounds(python)
     run([uv(), "sync"], project, env)
     installed = time.monotonic()
     # The type check runs while the tests, which mostly wait on workers and brokers, run too;
