@@ -1,6 +1,5 @@
 """What every baked project must show, whatever its options."""
 
-import ast
 import atexit
 import contextlib
 import functools
@@ -69,13 +68,7 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
             suffix = f".{value}."
             leftovers = [p for p in text_files(project) if suffix in p.name]
             assert not leftovers, f"variant files left: {leftovers}"
-    imported = set()
-    for path in project.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                imported.add(node.module.split(".")[0])
+    imported = imports(project, answers["python_version"])
     pyproject = (project / "pyproject.toml").read_text()
     required = re.findall(r'^\s+"([a-z0-9_.,\[\]-]+?)[<>=~!]', pyproject, re.MULTILINE)
     dependencies = {*required, *(name.partition("[")[0] for name in required)}
@@ -83,6 +76,14 @@ def check_hygiene(project: Path, answers: dict[str, str]) -> None:
         if answers[option] != value:
             unchosen = (markers & imported) | (markers & dependencies)
             assert not unchosen, f"{option}={answers[option]} still uses {unchosen}"
+
+
+def imports(project: Path, python_version: str) -> set[str]:
+    """The top-level packages the project's modules import, read by the Python they are written
+    for: a newer one's syntax (`class once[T]`) is not this one's."""
+    script = Path(__file__).with_name("list_imports.py")
+    command = [find_python(python_version), str(script), str(project)]
+    return set(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split())
 
 
 # No module of the generated package is longer than this: each one concern, on a few screens.
