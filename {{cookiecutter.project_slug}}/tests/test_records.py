@@ -1,5 +1,7 @@
 """Job records: the schema, the claim that keeps one worker per job, and the settings."""
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,6 +251,36 @@ def test_threads_that_ask_at_once_share_one_engine() -> None:
         engines = set(threads.map(ask, range(8)))
     assert (len(engines), made) == (1, ["postgresql://db.example/app"])
     assert isinstance(database._engine, once)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_child_forked_while_a_value_was_being_made_is_not_stuck() -> None:
+    # Celery's prefork pool and gunicorn fork their workers from processes that have threads.
+    making, finish = threading.Event(), threading.Event()
+
+    @once
+    def made(key: str) -> str:
+        if key == "slow":
+            making.set()
+            finish.wait(10)
+        return key
+
+    maker = threading.Thread(target=made, args=("slow",))
+    maker.start()
+    assert making.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child, forked while the parent's maker held the lock
+        os._exit(0 if made("quick") == "quick" else 1)
+    finish.set()
+    maker.join()
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child waited for a lock that no thread of its own held")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
 
 
 def test_settings_read_seconds_and_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:

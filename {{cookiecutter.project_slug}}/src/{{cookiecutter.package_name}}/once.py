@@ -8,6 +8,7 @@ to spare would run out of them for good.
 """
 
 import functools
+import os
 import threading
 from collections.abc import Callable, Hashable
 {%- if cookiecutter.python_version == "3.11" %}
@@ -27,6 +28,8 @@ class once[T]:  # a decorator, named like functools.cache
     def __init__(self, factory: Callable[..., T]) -> None:
         self._cached = functools.cache(factory)
         self._lock = threading.Lock()
+        # A child forked while another thread held the lock would wait for it for ever.
+        os.register_at_fork(after_in_child=self._unlock)
         functools.update_wrapper(self, factory)
 
     def __call__(self, *args: Hashable) -> T:
@@ -36,3 +39,6 @@ class once[T]:  # a decorator, named like functools.cache
     def cache_clear(self) -> None:
         with self._lock:
             self._cached.cache_clear()
+
+    def _unlock(self) -> None:
+        self._lock = threading.Lock()
