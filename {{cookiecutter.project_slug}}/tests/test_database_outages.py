@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import make_url, select
 
 from {{ cookiecutter.package_name }} import database
-from {{ cookiecutter.package_name }}.models import Job, JobStatus
+from {{ cookiecutter.package_name }}.models import FINISHED, Job, JobStatus
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from tests import postgres_server, workers
@@ -76,7 +76,7 @@ def unfinished(settings: Settings, accepted: dict[str, str], processes: list[Pro
     waiting = [
         f"{job.id} {job.status} attempts={job.attempts} fence={job.fence} error={job.error!r}"
         for job in jobs
-        if job.status not in {"succeeded", "failed", "cancelled"}
+        if job.status not in FINISHED
     ]
     logs = "\n".join(
         f"--- {p.name} (exit {p.popen.poll()}):\n" + "\n".join(p.output().splitlines()[-40:])
@@ -92,7 +92,7 @@ def unfinished(settings: Settings, accepted: dict[str, str], processes: list[Pro
 def finished(settings: Settings, job_ids: list[str]) -> list[Job]:
     with database.session(database.engine(settings)) as db:
         jobs = db.scalars(select(Job).where(Job.id.in_(job_ids))).all()
-    return [job for job in jobs if job.status in {"succeeded", "failed", "cancelled"}]
+    return [job for job in jobs if job.status in FINISHED]
 
 
 def running(settings: Settings, job_ids: list[str]) -> int:
