@@ -2,6 +2,7 @@
 it is told (at once, with a status and headers, never, or a byte at a time)."""
 
 import base64
+import queue
 import select
 import socket
 import threading
@@ -31,7 +32,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
-        self.dripped: list[float] = []  # how long each dripped answer went on before the hang-up
+        # How long each dripped answer went on, put there once the hang-up is seen.
+        self.dripped: queue.Queue[float] = queue.Queue()
         self.answers: list[tuple[int, dict[str, str], bytes]] = []
         self.hung = threading.Event()
         self.release = threading.Event()
@@ -84,8 +86,7 @@ class Receiver:
                 connection.sendall(b"a")
             except OSError:
                 break
-        with self._lock:
-            self.dripped.append(time.monotonic() - began)
+        self.dripped.put(time.monotonic() - began)
 
     def next_answer(self) -> tuple[int, dict[str, str], bytes]:
         with self._lock:

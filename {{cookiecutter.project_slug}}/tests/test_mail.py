@@ -4,6 +4,7 @@ A server of the test's own drips its replies a byte every half second, well with
 SMTP_TIMEOUT: only the exchange's deadline can end an attempt.
 """
 
+import queue
 import select
 import socket
 import socketserver
@@ -23,13 +24,14 @@ from tests.receiver import configure, reload_settings
 
 class DrippingServer(socketserver.ThreadingTCPServer):
     """An SMTP server that answers normally until `drip_after`, then sends the next reply a byte
-    every half second for ever; `held` is how long each dripped reply went on."""
+    every half second for ever; `held` has how long each dripped reply went on, put there once
+    the server's thread has seen the client hang up, which may be after the job is recorded."""
 
     daemon_threads = True
 
     def __init__(self, drip_after: bytes) -> None:
         self.drip_after = drip_after
-        self.held: list[float] = []
+        self.held: queue.Queue[float] = queue.Queue()
         self.stopping = threading.Event()
         super().__init__(("127.0.0.1", 0), Handler)
 
@@ -44,7 +46,7 @@ class DrippingServer(socketserver.ThreadingTCPServer):
                 connection.sendall(b"k")
             except OSError:
                 break
-        self.held.append(time.monotonic() - began)
+        self.held.put(time.monotonic() - began)
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -110,7 +112,8 @@ def test_a_server_that_drips_its_replies_is_cut_off_at_email_timeout(
     error = full_error(job["id"])
     assert error.startswith("gave up after 1 attempts: "), error  # transient
     assert "took longer than EMAIL_TIMEOUT (1 s)" in error
-    (held,) = dripping.held
+    held = dripping.held.get(timeout=10)
+    assert dripping.held.empty(), "more than one reply was dripped"
     # The deadline counts from connecting, a moment before the reply started to drip.
     assert 0.8 <= held < 1.5, f"the dripped reply went on for {held:.2f} s"
 
