@@ -5,6 +5,7 @@ answers as each test tells it: an error status, a throttle, an answer dripped a 
 or no answer at all. The name `ssrf.test` resolves, in this process, to the addresses a test lists.
 """
 
+import select
 import socket
 import subprocess
 import sys
@@ -344,15 +345,30 @@ def test_threads_of_one_worker_share_the_limit(limit: tuple[int, float]) -> None
 @pytest.mark.skipif(not workers.CROSS_PROCESS, reason="needs TEST_BROKER_URL")
 def test_processes_share_the_limit_through_its_store(limit: tuple[int, float]) -> None:
     host = f"processes-{uuid.uuid4().hex[:8]}.example.com"
-    # Both ask for turns over the same 2 s, from a moment they have both started by: apart, each
-    # would take as many as the limit allows one, twice as many as the limit allows them both.
-    start = str(time.time() + 4)
-    command = [sys.executable, "-m", "tests.turns", host, start, "2"]
+    command = [sys.executable, "-m", "tests.turns", host, "2"]
     processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT
+        )
         for _ in range(2)
     ]
-    outputs = [process.communicate(timeout=30)[0] for process in processes]
+    try:
+        # Both ask for turns over the same 2 s, once both are ready: apart, each would take as
+        # many as the limit allows one, twice as many as the limit allows them both.
+        for process in processes:
+            assert process.stdout is not None
+            readable, _, _ = select.select([process.stdout], [], [], 60)
+            assert readable, "a process was not ready to take turns within 60 s"
+            assert process.stdout.readline() == "ready\n"
+        start = f"{time.time() + 0.5}\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(start)
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=30)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()  # one that did not get ready, or start; nothing once it has ended
 
     assert [process.returncode for process in processes] == [0, 0]
     taken = [[int(t) for t in output.split()] for output in outputs]

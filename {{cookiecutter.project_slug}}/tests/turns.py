@@ -1,10 +1,11 @@
 """Turns taken at the webhook rate limit, timed as the limiter itself saw them.
 
 Run as a script, it takes turns in a process of its own, which shares nothing with the tests but
-the limit's store, from the epoch time START for SECONDS (so that several processes ask at the
-same time, however long each takes to start), and prints when it took each:
+the limit's store. So that several processes ask at the same time, however long each takes to
+start, it prints "ready" once it has reached the store, reads the epoch time to start at from
+its input, takes turns from then for SECONDS, and prints when it took each:
 
-    python -m tests.turns HOST START SECONDS
+    python -m tests.turns HOST SECONDS
 """
 
 import sys
@@ -51,8 +52,10 @@ def assert_within(limit: int, period: float, taken: list[int]) -> None:
 
 if __name__ == "__main__":
     ratelimit.CLOCK = RecordingClock()
-    host, start, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-    late = time.time() - start
+    host, seconds = sys.argv[1], float(sys.argv[2])
+    ratelimit.wait_for_turn(f"ready.{host}")  # connected to the store, and every import done
+    print("ready", flush=True)
+    late = time.time() - float(sys.stdin.readline())
     assert late < seconds / 2, f"started {late:.1f}s late: the processes barely asked together"
     time.sleep(max(0.0, -late))
     print(*take_turns(host, seconds))
