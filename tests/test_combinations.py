@@ -27,7 +27,7 @@ from tests.checks import (
     uv,
 )
 from tests.combinations import COOKIECUTTER, FULL, VALID
-from tests.conftest import Databases, broker_url, free_port
+from tests.conftest import Databases, TypeCheckCaches, broker_url, free_port
 from tests.readme import walk_through
 
 # The projects' long fault drills (tests marked `drill`) run once for each queue and broker.
@@ -64,7 +64,11 @@ ORDER = sorted(FULL, key=lambda plan: (plan not in DRILLS, plan not in OFFLINE +
 
 @pytest.mark.parametrize("plan", ORDER, ids=combinations.plan_id)
 def test_combination(
-    cookies: Any, plan: dict[str, str], sqs_url: str, databases: Databases
+    cookies: Any,
+    plan: dict[str, str],
+    sqs_url: str,
+    databases: Databases,
+    type_check_caches: TypeCheckCaches,
 ) -> None:
     index = FULL.index(plan)
     result = cookies.bake(extra_context=combinations.context(plan, index))
@@ -96,6 +100,8 @@ def test_combination(
     installed = time.monotonic()
     # The type check runs while the tests, which mostly wait on workers and brokers, run too;
     # for one bake, pre-commit runs it, with ruff, as a developer's commit would.
+    cache_key = f"{plan['python_version']}-{plan['task_queue']}"
+    type_check_caches.seed(project, cache_key)
     if plan is PRE_COMMIT:
         mypy = pre_commit(project, env)
     else:
@@ -120,6 +126,7 @@ def test_combination(
         walk_through(project, env, settings, smtp_port=free_port())
     tested = time.monotonic()
     finish(mypy)
+    type_check_caches.offer(project, cache_key)
     print(
         f"{combinations.plan_id(plan)}: install {installed - started:.0f}s, "
         f"tests {walked - installed:.0f}s, README {tested - walked:.0f}s, "
