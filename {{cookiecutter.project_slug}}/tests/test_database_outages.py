@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import make_url, select
 
@@ -179,6 +181,26 @@ def count_jobs() -> int:
         return len(db.scalars(select(Job.id)).all())
 
 
+def every_connection_left(url: str) -> list[psycopg.Connection[Any]]:
+    """Connections to a server until it refuses one, to hold."""
+    held: list[psycopg.Connection[Any]] = []
+    while len(held) < 100:
+        try:
+            held.append(psycopg.connect(url, autocommit=True))
+        except psycopg.OperationalError:
+            return held
+    raise AssertionError("the server took 100 connections")
+
+
+def release(held: list[psycopg.Connection[Any]]) -> None:
+    for connection in held:
+        connection.close()
+
+
+def refusals(processes: list[Process]) -> int:
+    return sum(p.output().count("too many clients") for p in processes)
+
+
 def test_too_few_connections_make_jobs_wait_and_none_fails(
     mailbox: Mailbox, without_thread_worker: None, tmp_path: Path
 ) -> None:
@@ -191,17 +213,24 @@ def test_too_few_connections_make_jobs_wait_and_none_fails(
         finished(settings, [])  # the test's own connection, taken first
         with web_process(**TIMING, DATABASE_URL=url) as base:
             accepted = accept(base, BURST)  # queued, to be taken by all the workers at once
-            with email_workers(url, tmp_path, 3) as processes:
-                wait_until(  # jobs wait for connections: slow on a busy machine, never lost
-                    lambda: len(finished(settings, list(accepted.values()))) == BURST,
-                    lambda: unfinished(settings, accepted, processes),
-                    150,
-                )
-                assert_running(processes)
+            # The workers start on a full server, so that their first claims are refused for
+            # certain; then they share what it has.
+            held = every_connection_left(url)
+            try:
+                with email_workers(url, tmp_path, 3) as processes:
+                    wait_until(lambda: refusals(processes) > 0, "no worker was refused", 60)
+                    release(held)
+                    wait_until(  # jobs wait for connections: slow on a busy machine, never lost
+                        lambda: len(finished(settings, list(accepted.values()))) == BURST,
+                        lambda: unfinished(settings, accepted, processes),
+                        150,
+                    )
+                    assert_running(processes)
+            finally:
+                release(held)
         jobs = finished(settings, list(accepted.values()))
         assert {job.status for job in jobs} == {"succeeded"}, [(j.id, j.error) for j in jobs]
         assert [job.attempts for job in jobs] == [1] * BURST, [(j.id, j.attempts) for j in jobs]
         assert [len(mailbox.to(address)) for address in accepted] == [1] * BURST
-        refused = sum(p.output().count("too many clients") for p in processes)
-        assert refused, "no connection was refused: the drill proves nothing"
+        refused = refusals(processes)
         print(f"{BURST} jobs done, each once at its first attempt; {refused} refused connections")
