@@ -75,18 +75,7 @@ class Receiver:
             self.deliveries.append(Delivery(headers, event, time.monotonic()))
 
     def drip(self, connection: socket.socket, start: bytes) -> None:
-        """Send `start`, then a byte every half second until the caller hangs up."""
-        began = time.monotonic()
-        connection.sendall(start)
-        while not self.release.is_set():
-            readable, _, _ = select.select([connection], [], [], 0.5)
-            if readable and not connection.recv(1):
-                break  # the caller hung up
-            try:
-                connection.sendall(b"a")
-            except OSError:
-                break
-        self.dripped.put(time.monotonic() - began)
+        self.dripped.put(drip(connection, start, self.release))
 
     def next_answer(self) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
@@ -105,6 +94,22 @@ class Receiver:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def drip(connection: socket.socket, start: bytes, stop: threading.Event) -> float:
+    """Send `start`, then a byte every half second until the peer hangs up or `stop` is set; how
+    long that went on."""
+    began = time.monotonic()
+    connection.sendall(start)
+    while not stop.is_set():
+        readable, _, _ = select.select([connection], [], [], 0.5)
+        if readable and not connection.recv(1024):
+            break  # the peer hung up
+        try:
+            connection.sendall(b"a")
+        except OSError:
+            break
+    return time.monotonic() - began
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:

@@ -5,7 +5,6 @@ SMTP_TIMEOUT: only the exchange's deadline can end an attempt.
 """
 
 import queue
-import select
 import socket
 import socketserver
 import threading
@@ -19,7 +18,7 @@ from {{ cookiecutter.package_name }} import mail
 from {{ cookiecutter.package_name }}.deadlines import Deadline
 
 from tests.conftest import Api, Mailbox, full_error
-from tests.receiver import configure, reload_settings
+from tests.receiver import configure, drip, reload_settings
 
 
 class DrippingServer(socketserver.ThreadingTCPServer):
@@ -36,17 +35,7 @@ class DrippingServer(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
     def drip(self, connection: socket.socket, code: bytes) -> None:
-        began = time.monotonic()
-        connection.sendall(code + b" ")
-        while not self.stopping.is_set():
-            readable, _, _ = select.select([connection], [], [], 0.5)
-            if readable and not connection.recv(1024):
-                break  # the client hung up
-            try:
-                connection.sendall(b"k")
-            except OSError:
-                break
-        self.held.put(time.monotonic() - began)
+        self.held.put(drip(connection, code + b" ", self.stopping))
 
 
 class Handler(socketserver.StreamRequestHandler):
